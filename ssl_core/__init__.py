@@ -1,0 +1,9 @@
+"""SSL Playground core: data, augmentations, models, losses, one training engine, evaluation.
+
+Never imports gradio: the app, the CLI and the tests all drive this package the same way.
+"""
+
+__version__ = "0.1.0"
+
+TASKS = ("rotation", "siamese", "simclr")
+DATASETS = ("digits", "cifar10", "folder")

@@ -1,0 +1,84 @@
+"""Command line: `python -m ssl_core train ...` (and `bench`, see ssl_core/bench.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional
+
+from . import DATASETS, TASKS
+
+
+def format_metrics(metrics: dict) -> str:
+    """One line of held-out metrics, the same wording in the CLI and the app."""
+    keys = ["rotation_accuracy", "knn_accuracy", "knn_accuracy_random_init", "pair_auc", "pair_accuracy", "threshold"]
+    parts = [f"{k}={metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float)]
+    return ", ".join(parts) if parts else metrics.get("note", "no metrics")
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .data import DataError
+    from .jobs import run_and_save
+    from .train import TrainConfig, TrainingError
+
+    try:
+        cfg = TrainConfig(task=args.task, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
+                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bar: Optional[tqdm] = None
+
+    def on_event(e) -> None:  # noqa: ANN001
+        nonlocal bar
+        if e.kind == "start":
+            print(e.message, file=sys.stderr)
+            bar = tqdm(total=e.total_steps, unit="step", file=sys.stderr, dynamic_ncols=True)
+        elif e.kind == "step" and bar is not None:
+            bar.set_description(f"epoch {e.epoch}/{e.epochs}")
+            bar.set_postfix(loss=f"{e.loss:.4f}", refresh=False)
+            bar.update(1)
+        elif e.kind == "epoch" and bar is not None:
+            bar.write(f"epoch {e.epoch}/{e.epochs}: loss {e.loss:.4f}" + "".join(f", {k} {v:.4f}" for k, v in e.metrics.items()))
+
+    try:
+        result, path = run_and_save(cfg, args.out, on_event)
+    except (DataError, TrainingError) as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"{cfg.task} on {result.dataset.name} (test split, {result.metrics.get('test_images')} images), "
+          f"{result.seconds:.1f} s: {format_metrics(result.metrics)} -> {path}")
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ssl_core", description="SSL Playground: train and benchmark.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a model and write a checkpoint folder")
+    t.add_argument("--task", choices=TASKS, required=True)
+    t.add_argument("--dataset", choices=DATASETS, default="digits")
+    t.add_argument("--data-dir", help="CIFAR-10 root (holding cifar-10-batches-py) or the image folder")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    t.add_argument("--out", required=True, help="checkpoint folder to write")
+    t.set_defaults(func=train_command)
+    try:
+        from .bench import add_parser as add_bench
+    except ImportError:
+        add_bench = None
+    if add_bench is not None:
+        add_bench(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Checkpoints: a folder with `model.safetensors` (weights only) and `card.json` (what they are).
+
+Written atomically: the new folder is built beside the old one and swapped in with renames, so a
+process killed mid-write leaves the previous checkpoint loadable. Loading never unpickles: the
+weights are safetensors, checked against the SHA-256 the card recorded, and the model is rebuilt
+from the card's arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import struct
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import TASKS, __version__
+from .models import ModelArgs, SSLModel
+
+WEIGHTS = "model.safetensors"
+CARD = "card.json"
+FORMAT = 1
+MAX_HEADER = 10 * 1024 * 1024  # a safetensors header larger than this is not one of ours
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message says what is wrong with it."""
+
+
+@dataclass
+class Checkpoint:
+    model: SSLModel
+    card: dict
+    path: Path
+
+    @property
+    def label(self) -> str:
+        """How the UI names this model: task, dataset, folder."""
+        return f"{self.card['task']} · {self.card['dataset']} · {self.path.name}"
+
+
+def make_card(model: SSLModel, config: dict, dataset: str, class_names: list[str], metrics: dict,
+              history: Optional[list] = None, seconds: float = 0.0) -> dict:
+    return {
+        "format": FORMAT,
+        "task": model.args.task,
+        "dataset": dataset,
+        "class_names": list(class_names),
+        "model_args": model.args.to_dict(),
+        "config": config,
+        "metrics": metrics,
+        "metrics_split": "test",  # every number in metrics is measured on the held-out split
+        "history": history or [],
+        "seconds": round(seconds, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": {"ssl_core": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: str | os.PathLike, model: SSLModel, card: dict) -> Path:
+    """Write `path/` atomically; an existing checkpoint there is replaced only once the new one is whole."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = dest.with_name(f".{dest.name}.tmp-{tag}")
+    tmp.mkdir()
+    try:
+        # safetensors wants plain contiguous CPU tensors (training uses channels_last).
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "ssl_core", "task": model.args.task})
+        _fsync(tmp / WEIGHTS)
+        card = dict(card, weights_sha256=_sha256(tmp / WEIGHTS))
+        (tmp / CARD).write_text(json.dumps(card, indent=2, default=float))
+        _fsync(tmp / CARD)
+        old = dest.with_name(f".{dest.name}.old-{tag}")
+        if dest.exists():
+            os.replace(dest, old)  # from here until the next rename, load_checkpoint recovers `old`
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _recover(dest: Path) -> Path:
+    """If a save was killed between its two renames, the previous checkpoint sits in `.name.old-*`."""
+    if dest.is_dir():
+        return dest
+    olds = sorted(dest.parent.glob(f".{dest.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds:
+        os.replace(olds[-1], dest)
+    return dest
+
+
+def read_card(path: str | os.PathLike) -> dict:
+    dest = _recover(Path(path))
+    card_path = dest / CARD
+    if not card_path.is_file():
+        raise CheckpointError(f"{dest.name}: no {CARD} found; this is not a checkpoint folder.")
+    try:
+        card = json.loads(card_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{dest.name}: {CARD} is not valid JSON ({exc}).") from exc
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{dest.name}: {CARD} must hold a JSON object.")
+    missing = [k for k in ("task", "dataset", "model_args", "weights_sha256") if k not in card]
+    if missing:
+        raise CheckpointError(f"{dest.name}: {CARD} lacks {', '.join(missing)}.")
+    if card["task"] not in TASKS:
+        raise CheckpointError(f"{dest.name}: unknown task {card['task']!r} in {CARD}.")
+    return card
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """Refuse anything that is not a safetensors file before a library parses it (a renamed pickle,
+    a zip, a truncated download), with a message that says so."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise CheckpointError(f"{path.name} is a pickle/zip file, not safetensors; it was not loaded.")
+    if len(head) < 9:
+        raise CheckpointError(f"{path.name} is truncated ({len(head)} bytes).")
+    (n,) = struct.unpack("<Q", head[:8])
+    if head[8:9] != b"{" or n > MAX_HEADER or 8 + n > path.stat().st_size:
+        raise CheckpointError(f"{path.name} is not a valid safetensors file (damaged or truncated).")
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load and verify a checkpoint folder; raises CheckpointError with a readable reason."""
+    dest = _recover(Path(path))
+    card = read_card(dest)
+    weights = dest / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{dest.name}: {WEIGHTS} is missing.")
+    _check_safetensors_header(weights)
+    if _sha256(weights) != card["weights_sha256"]:
+        raise CheckpointError(f"{dest.name}: {WEIGHTS} does not match its card (altered, truncated or from another run).")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{dest.name}: {WEIGHTS} could not be read ({exc}).") from exc
+    try:
+        args = ModelArgs(**card["model_args"])
+        model = SSLModel(args)
+        model.load_state_dict(state, strict=True)
+    except (TypeError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{dest.name}: weights do not fit the model its card describes ({str(exc)[:200]}).") from exc
+    return Checkpoint(model.to(device).eval(), card, dest)
