@@ -97,6 +97,9 @@ def save_checkpoint(path: str | os.PathLike, model: SSLModel, card: dict) -> Pat
         card = dict(card, weights_sha256=_sha256(tmp / WEIGHTS))
         (tmp / CARD).write_text(json.dumps(card, indent=2, default=float))
         _fsync(tmp / CARD)
+        for f in (tmp / WEIGHTS, tmp / CARD):
+            os.chmod(f, 0o644)  # shipped and shared checkpoints must be readable by other users
+        os.chmod(tmp, 0o755)
         old = dest.with_name(f".{dest.name}.old-{tag}")
         if dest.exists():
             os.replace(dest, old)  # from here until the next rename, load_checkpoint recovers `old`
