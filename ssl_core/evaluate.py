@@ -69,12 +69,17 @@ def pair_distances(emb: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> np.nd
 
 def calibrate_threshold(distances: np.ndarray, same: np.ndarray) -> float:
     """The distance below which a pair is called "same class" that is most accurate on these pairs."""
-    fpr, tpr, thresholds = roc_curve(same, -distances)
+    fpr, tpr, thresholds = roc_curve(same, -distances, drop_intermediate=False)
     pos = same.sum()
     neg = len(same) - pos
     accuracy = (tpr * pos + (1 - fpr) * neg) / len(same)
     best = int(np.argmax(accuracy[1:])) + 1  # thresholds[0] is +inf: "call nothing same"
-    return float(-thresholds[best])
+    accepted = -thresholds[best]  # the largest distance still called "same" at the best cut
+    if best + 1 < len(thresholds):
+        # Midway to the next distance, not on the last accepted pair: unseen pairs near the
+        # boundary are split evenly instead of all the slightly-farther ones called "different".
+        return float((accepted - thresholds[best + 1]) / 2)
+    return float(accepted)
 
 
 def pair_metrics(train_emb: torch.Tensor, train_labels: torch.Tensor, test_emb: torch.Tensor, test_labels: torch.Tensor) -> dict:

@@ -1,0 +1,109 @@
+"""Data sources: digits, CIFAR-10 in its real on-disk layout (a tiny fake), user folders, splits."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ssl_core.data import DataError, ImageSet, load_cifar10, load_dataset, load_folder, split
+from ssl_core.images import to_model_image
+
+
+def test_digits_shape_labels_and_upload_equivalence(digits):
+    assert digits.images.shape == (1797, 3, 32, 32) and digits.images.dtype == torch.uint8
+    assert digits.labels.shape == (1797,) and set(digits.labels.tolist()) == set(range(10))
+    assert digits.class_names == [str(i) for i in range(10)]
+    # Dark ink on white paper, like a sketch in the browser: white corners, darker middle.
+    x = digits.images.float()
+    assert x[:, :, 0, 0].mean() > 250 and x[:, :, 14:18, 14:18].mean() < 150
+    # Same pipeline as an upload: the 8x8 source image through to_model_image gives the same tensor.
+    from sklearn.datasets import load_digits
+
+    raw = load_digits().images[0]
+    paper = (255 - np.round(raw * (255.0 / 16.0))).astype(np.uint8)
+    assert torch.equal(to_model_image(Image.fromarray(paper)), digits.images[0])
+
+
+def test_split_is_fixed_stratified_and_disjoint(digits):
+    a, b = split(digits, 0.2, 0), split(digits, 0.2, 0)
+    assert torch.equal(a.test.images, b.test.images)
+    assert len(a.test) + len(a.train) == len(digits)
+    assert abs(len(a.test) - 0.2 * len(digits)) <= 10
+    counts = torch.bincount(a.test.labels, minlength=10)
+    assert counts.min() >= 30  # every class held out in proportion
+    other = split(digits, 0.2, 1)
+    assert not torch.equal(other.test.images, a.test.images)
+
+
+def test_split_indices_disjoint(digits):
+    s = split(digits, 0.25, 3)
+    assert len(s.train) + len(s.test) == len(digits)
+
+
+def test_fake_cifar_loads_in_real_layout(fake_cifar):
+    data = load_cifar10(fake_cifar, download=False, verify=False)
+    assert data.images.shape == (120, 3, 32, 32) and data.images.dtype == torch.uint8
+    assert data.class_names[0] == "airplane" and data.name == "cifar10"
+    # Row layout: 1024 R, 1024 G, 1024 B per image, row-major within each plane.
+    import pickle
+
+    with open(fake_cifar / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
+        row = pickle.load(f, encoding="latin1")["data"][0]
+    assert torch.equal(data.images[0, 0].flatten(), torch.from_numpy(row[:1024]))
+    assert torch.equal(data.images[0, 2, 31], torch.from_numpy(row[3072 - 32:]))
+    # Cached as tensors after the first decode; the cache gives the same data.
+    assert list(fake_cifar.glob(".cifar10-*.pt"))
+    again = load_cifar10(fake_cifar, download=False, verify=False)
+    assert torch.equal(again.images, data.images) and torch.equal(again.labels, data.labels)
+
+
+def test_fake_cifar_refused_by_checksum_in_normal_use(fake_cifar):
+    with pytest.raises(DataError, match="checksum"):
+        load_cifar10(fake_cifar, download=False)  # verify defaults to True
+
+
+def test_cifar_missing_offline_names_folder(tmp_path):
+    with pytest.raises(DataError, match=str(tmp_path.resolve())):
+        load_cifar10(tmp_path, download=False)
+
+
+def _save(path, color, size=(20, 20), mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color).save(path)
+
+
+def test_folder_with_class_subfolders(tmp_path):
+    for i in range(3):
+        _save(tmp_path / "cats" / f"c{i}.png", (200, 10, 10))
+        _save(tmp_path / "dogs" / f"d{i}.jpg", (10, 10, 200))
+    (tmp_path / "dogs" / "notes.txt").write_text("not an image")
+    (tmp_path / "cats" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    data = load_folder(tmp_path)
+    assert data.class_names == ["cats", "dogs"] and data.labeled
+    assert len(data) == 6 and data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert data.images[0, 0].float().mean() > 150  # red stays red
+
+
+def test_flat_folder_is_unlabeled(tmp_path):
+    for i in range(5):
+        _save(tmp_path / f"x{i}.png", (i * 40, 0, 0), mode="RGB")
+    data = load_folder(tmp_path)
+    assert not data.labeled and data.labels is None and data.class_names == []
+
+
+def test_folder_without_images(tmp_path):
+    (tmp_path / "a.txt").write_text("hi")
+    with pytest.raises(DataError, match="No readable images"):
+        load_folder(tmp_path)
+
+
+def test_load_dataset_errors():
+    with pytest.raises(DataError, match="needs a folder"):
+        load_dataset("folder")
+    with pytest.raises(DataError, match="Unknown dataset"):
+        load_dataset("mnist")
+
+
+def test_imageset_validates():
+    with pytest.raises(ValueError):
+        ImageSet(torch.zeros(2, 3, 32, 32), None, [], "x")  # float, not uint8

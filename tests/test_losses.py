@@ -1,0 +1,73 @@
+"""Losses against short hand-written references, and the seed's sign bug."""
+
+import math
+
+import pytest
+import torch
+
+from ssl_core.losses import contrastive_loss, nt_xent_loss
+
+
+def test_contrastive_matches_hand_computation():
+    a = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    b = torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.6, 0.8]])  # distances 5, 0.5, 1.0
+    same = torch.tensor([1.0, 0.0, 0.0])
+    # same pair: d^2 = 25; different pairs: max(0, 1 - d)^2 = 0.25 and 0
+    expected = (25.0 + 0.25 + 0.0) / 3
+    assert contrastive_loss(a, b, same, margin=1.0).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_contrastive_pulls_same_and_pushes_different():
+    """The convention: a same-class pair far apart costs more than one close together, and a
+    different-class pair close together costs more than one beyond the margin (the seed had both
+    the other way round)."""
+    origin = torch.zeros(1, 2)
+    near, far = torch.tensor([[0.1, 0.0]]), torch.tensor([[2.0, 0.0]])
+    same, diff = torch.ones(1), torch.zeros(1)
+    assert contrastive_loss(origin, far, same) > contrastive_loss(origin, near, same)
+    assert contrastive_loss(origin, near, diff) > contrastive_loss(origin, far, diff)
+    assert contrastive_loss(origin, far, diff).item() == 0.0
+
+
+def test_contrastive_gradient_moves_same_pair_together():
+    a = torch.zeros(1, 2)
+    b = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    contrastive_loss(a, b, torch.ones(1)).backward()
+    assert b.grad[0, 0] > 0  # gradient descent decreases b_x: towards a
+
+
+@pytest.mark.parametrize("bad", [
+    dict(a=torch.zeros(3, 2), b=torch.zeros(2, 2), same=torch.zeros(3)),
+    dict(a=torch.zeros(3, 2), b=torch.zeros(3, 2), same=torch.zeros(2)),
+    dict(a=torch.zeros(3), b=torch.zeros(3), same=torch.zeros(3)),
+])
+def test_contrastive_validates_shapes(bad):
+    with pytest.raises(ValueError):
+        contrastive_loss(**bad)
+
+
+def test_nt_xent_matches_reference():
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(4, 8), torch.randn(4, 8)
+    t = 0.5
+    z = torch.cat([z1, z2])
+    z = z / z.norm(dim=1, keepdim=True)
+    total = 0.0
+    for i in range(8):
+        j = (i + 4) % 8
+        sims = [math.exp(float(z[i] @ z[k]) / t) for k in range(8) if k != i]
+        total += -math.log(math.exp(float(z[i] @ z[j]) / t) / sum(sims))
+    assert nt_xent_loss(z1, z2, t).item() == pytest.approx(total / 8, rel=1e-5)
+
+
+def test_nt_xent_low_for_matching_views_high_for_random():
+    torch.manual_seed(0)
+    z = torch.randn(16, 32)
+    assert nt_xent_loss(z, z + 0.01 * torch.randn_like(z), 0.1) < nt_xent_loss(z, torch.randn(16, 32), 0.1)
+
+
+def test_nt_xent_validates():
+    with pytest.raises(ValueError):
+        nt_xent_loss(torch.zeros(1, 4), torch.zeros(1, 4))
+    with pytest.raises(ValueError):
+        nt_xent_loss(torch.zeros(2, 4), torch.zeros(2, 4), temperature=0)
