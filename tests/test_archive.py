@@ -1,0 +1,196 @@
+"""Zip uploads and typed folder paths: hostile input is refused whole, with a message, leaving nothing behind."""
+
+from __future__ import annotations
+
+import io
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ssl_core import archive
+from ssl_core.archive import ArchiveError, extract_zip, resolve_data_folder, safe_extract_zip
+from ssl_core.data import DataError, load_folder
+
+
+def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: int = 16) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def make_zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def test_class_folders_with_junk_are_extracted_and_junk_counted(tmp_path: Path) -> None:
+    members = {f"pets/cat/{i}.png": png_bytes((250, 10 * i, 0)) for i in range(3)}
+    members |= {f"pets/dog/{i}.jpg": png_bytes((0, 10 * i, 250)) for i in range(3)}  # wrong suffix still decodes
+    members |= {"pets/readme.txt": b"hello", "__MACOSX/pets/._cat": b"x", "pets/.DS_Store": b"x", "pets/cat/._0.png": b"x"}
+    out = extract_zip(make_zip(tmp_path / "up.zip", members), tmp_path / "uploads")
+    assert out.images == 6 and out.skipped == 4
+    assert out.summary == "6 images (4 other files skipped)"
+    assert out.folder.name == "pets"  # stepped into the single top folder, so cat/ and dog/ are classes
+    data = load_folder(out.folder)
+    assert data.class_names == ["cat", "dog"] and len(data) == 6
+    assert safe_extract_zip(tmp_path / "up.zip", tmp_path / "uploads").is_dir()
+
+
+@pytest.mark.parametrize("name", ["../evil.png", "a/../../evil.png", "..\\evil.png", "/tmp/evil.png", "C:/evil.png"])
+def test_paths_escaping_the_folder_refuse_the_whole_zip(tmp_path: Path, name: str) -> None:
+    z = make_zip(tmp_path / "slip.zip", {"ok/1.png": png_bytes(), name: png_bytes()})
+    dest = tmp_path / "uploads" / "inner"
+    with pytest.raises(ArchiveError, match="absolute path|outside its folder"):
+        safe_extract_zip(z, dest)
+    assert leftovers(dest) == []
+    assert not (tmp_path / "uploads" / "evil.png").exists() and not (tmp_path / "evil.png").exists()
+    assert not Path("/tmp/evil.png").exists()
+
+
+def test_symlink_member_is_refused(tmp_path: Path) -> None:
+    info = zipfile.ZipInfo("imgs/link.png")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(tmp_path / "link.zip", "w") as zf:
+        zf.writestr("imgs/a.png", png_bytes())
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(ArchiveError, match="symbolic link"):
+        safe_extract_zip(tmp_path / "link.zip", tmp_path / "uploads")
+    assert leftovers(tmp_path / "uploads") == []
+
+
+def test_zip_bomb_by_ratio_is_refused_before_writing(tmp_path: Path) -> None:
+    # 20 MB of zeros deflates to ~20 KB: a thousand-fold expansion no photo has.
+    z = make_zip(tmp_path / "bomb.zip", {"a.png": png_bytes(), "b.png": bytes(20 * 2**20)})
+    assert z.stat().st_size < 100_000
+    with pytest.raises(ArchiveError, match="zip bomb"):
+        safe_extract_zip(z, tmp_path / "uploads")
+    assert leftovers(tmp_path / "uploads") == []
+
+
+def test_too_many_entries_and_too_large_total_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    z = make_zip(tmp_path / "many.zip", {f"{i}.png": png_bytes() for i in range(12)})
+    monkeypatch.setattr(archive, "MAX_MEMBERS", 10)
+    with pytest.raises(ArchiveError, match="12 entries; at most 10"):
+        safe_extract_zip(z, tmp_path / "uploads")
+    monkeypatch.setattr(archive, "MAX_MEMBERS", 100)
+    monkeypatch.setattr(archive, "MAX_TOTAL_BYTES", 100)
+    with pytest.raises(ArchiveError, match="would expand to"):
+        safe_extract_zip(z, tmp_path / "uploads")
+    assert leftovers(tmp_path / "uploads") == []
+
+
+def test_zip_without_images_is_refused(tmp_path: Path) -> None:
+    z = make_zip(tmp_path / "docs.zip", {"notes.txt": b"x", "data.csv": b"1,2", "model.pkl": b"\x80\x04."})
+    with pytest.raises(ArchiveError, match=r"no images \(3 files"):
+        safe_extract_zip(z, tmp_path / "uploads")
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [(b"", "not a zip"), (b"just some text, not a zip", "not a zip"), (png_bytes(), "not a zip")],
+)
+def test_not_a_zip_is_refused(tmp_path: Path, payload: bytes, message: str) -> None:
+    (tmp_path / "f.zip").write_bytes(payload)
+    with pytest.raises(ArchiveError, match=message):
+        safe_extract_zip(tmp_path / "f.zip", tmp_path / "uploads")
+
+
+def test_truncated_and_corrupted_zips_are_refused_without_leftovers(tmp_path: Path) -> None:
+    members = {f"{i}.png": png_bytes((i * 20, 0, 0), size=64) for i in range(8)}
+    good = make_zip(tmp_path / "good.zip", members).read_bytes()
+    (tmp_path / "trunc.zip").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ArchiveError):
+        safe_extract_zip(tmp_path / "trunc.zip", tmp_path / "uploads")
+    # Flip bytes inside the first member's compressed data: the CRC check must catch it mid-extract.
+    bad = bytearray(good)
+    first = zipfile.ZipFile(io.BytesIO(good)).infolist()[0]
+    start = first.header_offset + 30 + len(first.filename) + 10
+    bad[start : start + 20] = bytes(255 - b for b in bad[start : start + 20])
+    (tmp_path / "crc.zip").write_bytes(bytes(bad))
+    with pytest.raises(ArchiveError, match="damaged|could not be extracted"):
+        safe_extract_zip(tmp_path / "crc.zip", tmp_path / "uploads")
+    assert leftovers(tmp_path / "uploads") == []  # the half-written temp folder is gone
+
+
+def test_encrypted_and_duplicate_members_are_refused(tmp_path: Path) -> None:
+    # zipfile cannot write encrypted members; set the "encrypted" flag bit in the local and the
+    # central header by hand, which is all a reader sees before it asks for a password.
+    raw = bytearray(make_zip(tmp_path / "plain.zip", {"secret.png": png_bytes()}).read_bytes())
+    for signature, flag_offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        raw[raw.index(signature) + flag_offset] |= 0x1
+    (tmp_path / "enc.zip").write_bytes(bytes(raw))
+    with pytest.raises(ArchiveError, match="password-protected"):
+        safe_extract_zip(tmp_path / "enc.zip", tmp_path / "uploads")
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        with zipfile.ZipFile(tmp_path / "dup.zip", "w") as zf:
+            zf.writestr("a.png", png_bytes())
+            zf.writestr("a.png", png_bytes((0, 0, 0)))
+    with pytest.raises(ArchiveError, match="same file twice"):
+        safe_extract_zip(tmp_path / "dup.zip", tmp_path / "uploads")
+    assert leftovers(tmp_path / "uploads") == []
+
+
+def test_archive_errors_are_data_errors() -> None:
+    # The app and the CLI already show DataError messages as they are; archive refusals join them.
+    assert issubclass(ArchiveError, DataError)
+
+
+# ------------------------------------------------------------------------------- typed folder paths
+@pytest.fixture
+def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv(archive.DATA_ROOT_ENV, raising=False)
+    root = tmp_path / "data"
+    (root / "mine" / "cats").mkdir(parents=True)
+    (tmp_path / "secret").mkdir()
+    (root / "escape").symlink_to(tmp_path / "secret")
+    return root
+
+
+def test_paths_inside_the_root_resolve(data_root: Path) -> None:
+    assert resolve_data_folder("mine", data_root) == (data_root / "mine").resolve()
+    assert resolve_data_folder(str(data_root / "mine" / "cats"), data_root) == (data_root / "mine" / "cats").resolve()
+    assert resolve_data_folder("  mine/  ", data_root).name == "mine"
+
+
+@pytest.mark.parametrize("typed", ["..", "../secret", "/etc", "/nonexistent-folder-xyz", "escape", "mine/../../secret"])
+def test_paths_outside_the_root_are_refused_alike(data_root: Path, typed: str) -> None:
+    # Same message whether or not the outside folder exists: no probing of the server's disk.
+    with pytest.raises(ArchiveError, match=r"Only folders inside the data folder \(data/\)"):
+        resolve_data_folder(typed, data_root)
+
+
+def test_root_from_environment(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(archive.DATA_ROOT_ENV, str(data_root))
+    assert resolve_data_folder("mine").name == "mine"
+    with pytest.raises(ArchiveError, match="Only folders inside"):
+        resolve_data_folder("/etc")
+
+
+def test_missing_empty_and_nul_paths_get_messages(data_root: Path) -> None:
+    with pytest.raises(ArchiveError, match="Folder not found: nothere"):
+        resolve_data_folder("nothere", data_root)
+    with pytest.raises(ArchiveError, match="Type the path"):
+        resolve_data_folder("  ", data_root)
+    with pytest.raises(ArchiveError, match="not valid"):
+        resolve_data_folder("mine\x00/etc", data_root)
+
+
+def test_spaces_refuse_typed_paths(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPACE_ID", "someone/ssl-playground")
+    with pytest.raises(ArchiveError, match="upload a .zip"):
+        resolve_data_folder("mine", data_root)
+
+
+def test_local_run_without_root_reads_any_folder(data_root: Path) -> None:
+    # On the user's own machine (no Space, no root configured) their folders are theirs to use.
+    assert resolve_data_folder(str(data_root.parent / "secret")).name == "secret"
