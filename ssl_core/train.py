@@ -77,8 +77,11 @@ def validate(cfg: TrainConfig) -> None:
             isinstance(value, float) and math.isnan(value)
         ):
             raise ValueError(f"{name} must be between {lo:g} and {hi:g}; got {value!r}")
-    if name == "epochs" and int(cfg.epochs) != cfg.epochs:
-        raise ValueError("epochs must be a whole number")
+    # A slider or a JSON client can send 2.5; range() and slicing would fail later, inside the thread.
+    for name in ("epochs", "batch_size"):
+        if int(getattr(cfg, name)) != getattr(cfg, name):
+            raise ValueError(f"{name} must be a whole number; got {getattr(cfg, name)!r}")
+        setattr(cfg, name, int(getattr(cfg, name)))
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ValueError("device must be auto, cpu or cuda")
     if cfg.precision not in ("auto", "fp32", "bf16"):
