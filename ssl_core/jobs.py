@@ -1,14 +1,37 @@
-"""Running a training to completion and keeping its result: shared by the CLI and the app's job."""
+"""Running a training to completion and keeping its result: shared by the CLI and the app's job.
+
+`run_and_save` is the whole of it for the CLI. The app adds two process-wide objects on top:
+
+- `ModelRegistry`: the active model per task. It starts from the shipped checkpoints, so the demo
+  answers at once on a fresh machine, and a finished training run replaces the model for its task.
+- `TrainingJob`: the ONE background training run of the server. Browser tabs come and go; the job
+  lives in a thread of the server process, and every tab (and API client) reads the same snapshot.
+"""
 
 from __future__ import annotations
 
+import copy
+import json
 import os
+import re
+import sys
 import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .checkpoints import make_card, save_checkpoint
-from .train import EventFn, TrainConfig, TrainResult, train
+from . import TASKS
+from .checkpoints import Checkpoint, CheckpointError, load_checkpoint, make_card, save_checkpoint
+from .data import DataError, load_dataset
+from .train import Event, EventFn, TrainConfig, TrainingError, TrainResult, train
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_DIR = REPO_ROOT / "checkpoints"
+ACTIVE_FILE = "active.json"
+MAX_LOSS_POINTS = 400  # per-step losses kept for the live curve; older ones are averaged in pairs
+MAX_LOG_LINES = 200
 
 
 def run_and_save(cfg: TrainConfig, out: str | os.PathLike, on_event: Optional[EventFn] = None,
@@ -20,3 +43,290 @@ def run_and_save(cfg: TrainConfig, out: str | os.PathLike, on_event: Optional[Ev
     card = make_card(result.model, cfg.to_dict(), result.dataset.name, result.dataset.class_names,
                      result.metrics, result.history, result.seconds)
     return result, save_checkpoint(out, result.model, card)
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("SSL_RUNS_DIR", REPO_ROOT / "runs"))
+
+
+# ------------------------------------------------------------------------------------ registry
+@dataclass
+class ActiveModel:
+    checkpoint: Checkpoint
+    note: str = ""  # why this is not the model that was asked for (e.g. a corrupt run fell back)
+
+    @property
+    def key(self) -> str:
+        """Identifies the weights, for caches of embeddings and maps: a retrained model gets a new key."""
+        return f"{self.checkpoint.card['task']}-{self.checkpoint.card['weights_sha256'][:16]}"
+
+
+class ModelRegistry:
+    """The active checkpoint per task, remembered in `runs_dir/active.json` across restarts.
+
+    Loading is lazy and cached. A remembered run that no longer loads (deleted, truncated, altered)
+    falls back to the shipped checkpoint for that task and says so in `ActiveModel.note`.
+    """
+
+    def __init__(self, shipped_dir: str | os.PathLike = SHIPPED_DIR, runs_dir: Optional[str | os.PathLike] = None) -> None:
+        self.shipped_dir = Path(shipped_dir)
+        self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+        self._lock = threading.RLock()
+        self._loaded: dict[str, ActiveModel] = {}
+        self._chosen: dict[str, str] = self._read_active()
+
+    def shipped_path(self, task: str) -> Path:
+        return self.shipped_dir / f"digits-{task}"
+
+    def _read_active(self) -> dict[str, str]:
+        try:
+            data = json.loads((self.runs_dir / ACTIVE_FILE).read_text())
+            return {k: str(v) for k, v in data.items() if k in TASKS and isinstance(v, str)}
+        except (OSError, ValueError, AttributeError):
+            return {}  # no runs yet, or an unreadable file: the shipped models serve
+
+    def _write_active(self) -> None:
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.runs_dir / f".{ACTIVE_FILE}.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(self._chosen, indent=2))
+        os.replace(tmp, self.runs_dir / ACTIVE_FILE)
+
+    def get(self, task: str) -> ActiveModel:
+        """The model that answers for `task` now. Raises CheckpointError only if even the shipped one fails."""
+        if task not in TASKS:
+            raise ValueError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)}.")
+        with self._lock:
+            if task in self._loaded:
+                return self._loaded[task]
+            chosen = self._chosen.get(task)
+            note = ""
+            if chosen:
+                try:
+                    active = ActiveModel(load_checkpoint(chosen))
+                    self._loaded[task] = active
+                    return active
+                except CheckpointError as exc:
+                    note = f"The trained model {Path(chosen).name} could not be loaded ({exc}); using the shipped one."
+                    print(f"ssl_core.jobs: {note}", file=sys.stderr)
+            active = ActiveModel(load_checkpoint(self.shipped_path(task)), note)
+            self._loaded[task] = active
+            return active
+
+    def activate(self, task: str, path: str | os.PathLike) -> ActiveModel:
+        """Make the checkpoint at `path` the one that answers for `task` (checked by loading it first)."""
+        active = ActiveModel(load_checkpoint(path))
+        with self._lock:
+            self._loaded[task] = active
+            self._chosen[task] = str(Path(path).resolve())
+            self._write_active()
+        return active
+
+    def reset(self, task: str) -> ActiveModel:
+        """Go back to the shipped checkpoint for `task`."""
+        with self._lock:
+            self._chosen.pop(task, None)
+            self._loaded.pop(task, None)
+            self._write_active()
+        return self.get(task)
+
+
+# ----------------------------------------------------------------------------------------- job
+@dataclass
+class JobSnapshot:
+    """A consistent copy of the job's live state; safe to read while training goes on."""
+
+    status: str = "idle"  # idle | loading | running | stopping | finished | stopped | failed
+    version: int = 0  # increases on every change, so pollers can skip redrawing unchanged state
+    task: str = ""
+    dataset: str = ""
+    who: str = ""  # who started it ("browser tab 3f2a", "API client")
+    config: dict = field(default_factory=dict)
+    started: float = 0.0  # time.time() at start
+    fraction: float = 0.0  # 0..1 of the optimisation steps (or of the download while loading)
+    eta: Optional[float] = None  # seconds left, from the pace so far
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    total_steps: int = 0
+    elapsed: float = 0.0
+    loss_steps: list = field(default_factory=list)  # step numbers of `losses` (each a mean over `loss_stride` steps)
+    losses: list = field(default_factory=list)
+    loss_stride: int = 1
+    history: list = field(default_factory=list)  # per epoch: loss + held-out probe (rotation or kNN accuracy)
+    log: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)  # final held-out metrics, incl. the random-init baseline
+    checkpoint: str = ""  # where the finished model was saved
+    error: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("loading", "running", "stopping")
+
+    def describe(self) -> str:
+        """One line naming the run, for messages like 'X is already training'."""
+        eta = f", about {format_seconds(self.eta)} left" if self.eta is not None else ""
+        where = f"epoch {self.epoch}/{self.epochs}" if self.epochs else "loading data"
+        return f"{self.task} on {self.dataset} ({where}{eta}, started by {self.who or 'someone'})"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def format_seconds(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "?"
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class TrainingJob:
+    """The one background training run of this process.
+
+    `start` refuses while a run is active; `stop` sets the event the engine checks before every
+    step; `snapshot` returns a copy taken under the lock. When a run finishes, its checkpoint is
+    saved atomically to `runs_dir/<task>-<dataset>-<time>` and becomes the registry's active model
+    for that task. A failed or stopped run leaves the previous model in place.
+    """
+
+    def __init__(self, registry: ModelRegistry, runs_dir: Optional[str | os.PathLike] = None) -> None:
+        self.registry = registry
+        self.runs_dir = Path(runs_dir) if runs_dir is not None else registry.runs_dir
+        self._lock = threading.Lock()
+        self._state = JobSnapshot()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._pending: list[float] = []  # losses not yet folded into one curve point
+
+    # ------------------------------------------------------------------ public
+    def snapshot(self) -> JobSnapshot:
+        with self._lock:
+            return copy.deepcopy(self._state)
+
+    def start(self, cfg: TrainConfig, who: str = "someone") -> tuple[bool, str]:
+        """Start training in the background. Returns (started, message for the user)."""
+        with self._lock:
+            if self._state.running:
+                return False, f"Not started: {self._state.describe()} is already training. Stop it first, or wait for it to finish."
+            dataset = cfg.dataset if cfg.dataset != "folder" else f"folder:{Path(cfg.data_dir or '').name}"
+            self._stop = threading.Event()
+            self._pending = []
+            self._state = JobSnapshot(status="loading", version=self._state.version + 1, task=cfg.task, dataset=dataset,
+                                      who=who, config=cfg.to_dict(), started=time.time(), epochs=int(cfg.epochs))
+            self._log_locked(f"{cfg.task} on {dataset}: {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g} (started by {who})")
+            self._thread = threading.Thread(target=self._run, args=(cfg, self._stop), name="ssl-training", daemon=True)
+            self._thread.start()
+        return True, f"Started {cfg.task} on {dataset} for {cfg.epochs} epochs."
+
+    def stop(self, wait: float = 2.0) -> str:
+        """Ask the run to end before its next step; waits up to `wait` seconds for it to do so."""
+        with self._lock:
+            if not self._state.running:
+                return "Nothing is training."
+            self._stop.set()
+            self._state.status = "stopping"
+            self._state.version += 1
+            thread = self._thread
+        if thread is not None:
+            thread.join(wait)
+        snap = self.snapshot()
+        if snap.running:
+            return "Stopping: the run ends after its current step (data loading and the final evaluation cannot be interrupted)."
+        return f"Stopped {snap.task} on {snap.dataset} at epoch {snap.epoch}/{snap.epochs}; the previous model is kept."
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the current run (if any) ends; True if it has ended."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return not self.snapshot().running
+
+    # ------------------------------------------------------------------ thread
+    def _run(self, cfg: TrainConfig, stop: threading.Event) -> None:
+        try:
+            if cfg.dataset == "cifar10":
+                # The first use downloads 170 MB and decodes it to a tensor cache; doing it here with
+                # a progress callback shows that in the browser. train() then reads the cache.
+                load_dataset("cifar10", cfg.data_dir, progress=self._on_data_progress)
+            out = self.runs_dir / _run_name(cfg, self._state.dataset)
+            result, path = run_and_save(cfg, out, self._on_event, stop)
+            if path is None:
+                self._finish("stopped", f"Stopped at epoch {self._state.epoch}/{self._state.epochs}; the previous model is kept.")
+                return
+            self.registry.activate(cfg.task, path)
+            with self._lock:
+                self._state.metrics = copy.deepcopy(result.metrics)
+                self._state.checkpoint = str(path)
+            self._finish("finished", f"Finished in {format_seconds(result.seconds)}; saved to {path} — now the active {cfg.task} model.")
+        except (TrainingError, DataError, CheckpointError, ValueError) as exc:
+            self._finish("failed", f"Training failed: {exc}", error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a thread must report, not die silently
+            traceback.print_exc()
+            self._finish("failed", f"Training failed unexpectedly: {type(exc).__name__}: {exc}. The previous model is kept.",
+                         error=f"{type(exc).__name__}: {exc}")
+
+    def _finish(self, status: str, message: str, error: str = "") -> None:
+        with self._lock:
+            self._state.status = status
+            self._state.error = error
+            if status == "finished":
+                self._state.fraction, self._state.eta = 1.0, 0.0
+            else:
+                self._state.eta = None
+            self._log_locked(message)
+
+    def _on_data_progress(self, message: str, fraction: float) -> None:
+        with self._lock:
+            self._state.fraction = float(fraction)
+            if not self._state.log or self._state.log[-1].split("] ", 1)[-1] != message:
+                self._log_locked(message)
+            self._state.version += 1
+
+    def _on_event(self, e: Event) -> None:
+        with self._lock:
+            s = self._state
+            if e.kind == "start":
+                s.status = "stopping" if self._stop.is_set() else "running"
+                s.total_steps = e.total_steps
+                self._log_locked(e.message)
+            s.epoch, s.epochs, s.step, s.elapsed = e.epoch, e.epochs, e.step, e.elapsed
+            s.total_steps = e.total_steps
+            s.fraction, s.eta = e.fraction, e.eta
+            if e.kind == "step" and e.loss is not None:
+                self._add_loss_locked(e.step, e.loss)
+            elif e.kind == "epoch":
+                s.history.append({"epoch": e.epoch, "loss": e.loss, **e.metrics, "elapsed": e.elapsed})
+                probe = "".join(f", held-out {k.replace('_', ' ')} {v:.1%}" for k, v in e.metrics.items())
+                self._log_locked(f"epoch {e.epoch}/{e.epochs}: loss {e.loss:.4f}{probe}")
+            elif e.kind == "done":
+                s.metrics = copy.deepcopy(e.metrics)
+                self._log_locked("evaluated on the held-out test split")
+            s.version += 1
+
+    def _add_loss_locked(self, step: int, loss: float) -> None:
+        # Keep at most MAX_LOSS_POINTS points however long the run: each point averages `stride`
+        # steps, and when the list is full, neighbours merge and the stride doubles.
+        s = self._state
+        self._pending.append(loss)
+        if len(self._pending) < s.loss_stride:
+            return
+        s.losses.append(sum(self._pending) / len(self._pending))
+        s.loss_steps.append(step)
+        self._pending = []
+        if len(s.losses) >= MAX_LOSS_POINTS:
+            s.losses = [(a + b) / 2 for a, b in zip(s.losses[0::2], s.losses[1::2])]
+            s.loss_steps = s.loss_steps[1::2]
+            s.loss_stride *= 2
+
+    def _log_locked(self, message: str) -> None:
+        self._state.log.append(f"[{time.strftime('%H:%M:%S')}] {message}")
+        del self._state.log[:-MAX_LOG_LINES]
+        self._state.version += 1
+
+
+def _run_name(cfg: TrainConfig, dataset: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset).strip("-") or "data"
+    return f"{cfg.task}-{safe}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -1,0 +1,106 @@
+"""Plotly figures for the app: live training curves, rotation probabilities, embedding maps.
+
+Pure functions of numbers -> `plotly.graph_objects.Figure`; no gradio, no models. Every figure
+carries its dataset/split/checkpoint in the title, because a number without them misleads.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+# Ten well-separated colours (Tableau 10), one per class; more classes cycle.
+PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
+METRIC_NAMES = {
+    "rotation_accuracy": "rotation accuracy",
+    "knn_accuracy": "kNN accuracy",
+    "pair_auc": "pair ROC-AUC",
+    "pair_accuracy": "pair accuracy",
+}
+
+
+def _layout(fig: go.Figure, title: str, height: int = 320) -> go.Figure:
+    fig.update_layout(title={"text": title, "font": {"size": 14}}, height=height, template="plotly_white",
+                      margin={"l": 50, "r": 20, "t": 50, "b": 45}, legend={"itemsizing": "constant"})
+    return fig
+
+
+def loss_curve(steps: Sequence[int], losses: Sequence[float], history: Sequence[dict], title: str) -> go.Figure:
+    """Training loss per step (downsampled) and the mean loss of each finished epoch."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=list(steps), y=list(losses), mode="lines", name="loss per step", line={"width": 1.5}))
+    steps_per_epoch = (steps[-1] / max(1, history[-1]["epoch"])) if history and steps else None
+    if history and steps_per_epoch:
+        fig.add_trace(go.Scatter(x=[h["epoch"] * steps_per_epoch for h in history], y=[h["loss"] for h in history],
+                                 mode="markers+lines", name="epoch mean", marker={"size": 7}))
+    fig.update_xaxes(title_text="optimisation step")
+    fig.update_yaxes(title_text="training loss")
+    return _layout(fig, title)
+
+
+def metric_curve(history: Sequence[dict], title: str, baseline: Optional[dict] = None) -> go.Figure:
+    """The held-out probe after each epoch (rotation or kNN accuracy), with the random-init level if known."""
+    fig = go.Figure()
+    keys = [k for k in METRIC_NAMES if any(k in h for h in history)]
+    for key in keys:
+        pts = [(h["epoch"], h[key]) for h in history if key in h]
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers+lines",
+                                 name=f"{METRIC_NAMES[key]} (held-out)", marker={"size": 7}))
+    for key, value in (baseline or {}).items():
+        fig.add_hline(y=value, line_dash="dot", line_color="#888",
+                      annotation_text=f"random-init {METRIC_NAMES.get(key, key)} {value:.1%}", annotation_position="bottom right")
+    fig.update_xaxes(title_text="epoch", rangemode="tozero")
+    fig.update_yaxes(title_text="held-out score", range=[0, 1.02], tickformat=".0%")
+    return _layout(fig, title)
+
+
+def rotation_probabilities(probabilities: dict[str, float], title: str) -> go.Figure:
+    """Bar chart of the four angles' probabilities; the winner highlighted."""
+    names, values = list(probabilities), list(probabilities.values())
+    best = int(np.argmax(values)) if values else -1
+    colors = ["#4e79a7" if i == best else "#c9d3df" for i in range(len(values))]
+    fig = go.Figure(go.Bar(x=names, y=values, marker_color=colors, text=[f"{v:.1%}" for v in values], textposition="outside"))
+    fig.update_yaxes(range=[0, 1.15], tickformat=".0%", title_text="probability")
+    return _layout(fig, title, height=280)
+
+
+def _scatter_traces(xy: np.ndarray, labels: Optional[np.ndarray], class_names: Sequence[str],
+                    indices: np.ndarray, show_legend: bool) -> list[go.Scattergl]:
+    traces = []
+    if labels is None:
+        labels = np.full(len(xy), -1)
+    for c in np.unique(labels):
+        m = labels == c
+        name = class_names[c] if 0 <= c < len(class_names) else ("unlabeled" if c < 0 else str(c))
+        traces.append(go.Scattergl(
+            x=xy[m, 0], y=xy[m, 1], mode="markers", name=name, legendgroup=name, showlegend=show_legend,
+            marker={"size": 6, "color": PALETTE[int(c) % len(PALETTE)] if c >= 0 else "#888", "opacity": 0.8},
+            customdata=np.stack([np.full(int(m.sum()), name), indices[m]], axis=1),
+            hovertemplate="class %{customdata[0]}<br>test image #%{customdata[1]}<extra></extra>",
+        ))
+    return traces
+
+
+def embedding_maps(maps: Sequence[tuple[np.ndarray, str]], labels: Optional[np.ndarray], class_names: Sequence[str],
+                   indices: np.ndarray, title: str, placed: Optional[Sequence[np.ndarray]] = None) -> go.Figure:
+    """Side-by-side 2-D maps of the same images (e.g. trained vs random-init encoder), coloured by class.
+
+    `maps`: (xy (N,2), subtitle) per panel. Hover shows the class and the test-split index.
+    `placed`: per panel, (M,2) positions of uploaded images, drawn as black stars.
+    """
+    fig = make_subplots(rows=1, cols=len(maps), subplot_titles=[sub for _, sub in maps], horizontal_spacing=0.06)
+    for col, (xy, _) in enumerate(maps, start=1):
+        for trace in _scatter_traces(np.asarray(xy), labels, class_names, np.asarray(indices), show_legend=col == 1):
+            fig.add_trace(trace, row=1, col=col)
+        if placed is not None and len(placed[col - 1]):
+            p = np.asarray(placed[col - 1])
+            fig.add_trace(go.Scattergl(x=p[:, 0], y=p[:, 1], mode="markers", name="your image", showlegend=col == 1,
+                                       legendgroup="your image",
+                                       marker={"symbol": "star", "size": 18, "color": "black", "line": {"color": "white", "width": 1}},
+                                       hovertemplate="your image<extra></extra>"), row=1, col=col)
+    fig.update_xaxes(showticklabels=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, zeroline=False)
+    return _layout(fig, title, height=460)
