@@ -173,5 +173,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         model = SSLModel(args)
         model.load_state_dict(state, strict=True)
     except (TypeError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{dest.name}: weights do not fit the model its card describes ({str(exc)[:200]}).") from exc
+        # torch's message spans lines with tabs; one line reads better in the UI's status box.
+        reason = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{dest.name}: weights do not fit the model its card describes ({reason}).") from exc
     return Checkpoint(model.to(device).eval(), card, dest)
