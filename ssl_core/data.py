@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -194,25 +195,75 @@ def _md5_ok(path: Path, md5: str) -> bool:
     return check_integrity(str(path), md5)
 
 
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+
+
+def _fetch(url: str, dest: Path, progress: Optional[ProgressFn], chunk: int = 1 << 20) -> None:
+    """Download `url` into `dest`, resuming a `.part` file left by an earlier, interrupted try.
+
+    The bytes go to `dest.part` and only a complete download is renamed to `dest`, so a failure
+    halfway never looks like a finished archive.
+    """
+    import urllib.request
+
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        if have and response.status != 206:  # the server ignored Range: start over
+            have = 0
+        total = have + int(response.headers.get("Content-Length") or 0)
+        with open(part, "ab" if have else "wb") as f:
+            done = have
+            while True:
+                block = response.read(chunk)
+                if not block:
+                    break
+                f.write(block)
+                done += len(block)
+                if progress and total:
+                    progress(f"downloading CIFAR-10: {done / 1e6:.0f} of {total / 1e6:.0f} MB", done / total)
+    if total and part.stat().st_size < total:
+        raise OSError(f"connection closed after {part.stat().st_size} of {total} bytes")
+    os.replace(part, dest)
+
+
 def _download_cifar10(root: Path, progress: Optional[ProgressFn]) -> None:
-    """torchvision's download (md5-checked archive), reporting progress; a failure leaves no folder."""
+    """Fetch CIFAR-10's archive (resumable, with progress), check torchvision's md5, then extract.
+
+    Extraction goes to a temporary folder renamed into place at the end, so an interrupted run
+    leaves no half-extracted `cifar-10-batches-py`; the archive's members are extracted with
+    tarfile's "data" filter, which refuses absolute paths, links and paths leaving the folder.
+    """
+    import tarfile
+
     from torchvision.datasets import CIFAR10
 
     root.mkdir(parents=True, exist_ok=True)
-    if progress:
-        progress("downloading CIFAR-10 (170 MB)", 0.0)
+    archive = root / CIFAR10_ARCHIVE
     try:
-        CIFAR10(str(root), train=True, download=True)
+        if not (archive.is_file() and _md5_ok(archive, CIFAR10.tgz_md5)):
+            _fetch(CIFAR10_URL, archive, progress)
     except Exception as exc:  # noqa: BLE001 - any network failure becomes one clear message
-        # torchvision extracts only after the archive's md5 matches, and resumes nothing: remove a
-        # partial archive so the next try starts clean rather than failing on a bad checksum.
-        partial = root / "cifar-10-python.tar.gz"
-        if partial.is_file() and not _md5_ok(partial, CIFAR10.tgz_md5):
-            partial.unlink()
         raise DataError(
             f"CIFAR-10 could not be downloaded into {root.resolve()} ({type(exc).__name__}: {exc}). "
-            "Check the network and try again, or use the offline 'digits' dataset."
+            "Check the network and try again (the download resumes where it stopped), or use the offline "
+            "'digits' dataset."
         ) from exc
+    if not _md5_ok(archive, CIFAR10.tgz_md5):
+        archive.unlink()
+        raise DataError("The downloaded CIFAR-10 archive failed its checksum and was deleted; try again.")
+    if progress:
+        progress("extracting CIFAR-10", 1.0)
+    tmp = root / f".extract-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(tmp, filter="data")
+        os.replace(tmp / CIFAR10_FOLDER, root / CIFAR10_FOLDER)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _atomic_torch_save(obj: object, path: Path) -> None:
