@@ -1,0 +1,117 @@
+"""The background job and the registry of active models, with real (short) digits training."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from ssl_core.jobs import MAX_LOSS_POINTS, ModelRegistry, TrainingJob
+from ssl_core.train import TrainConfig
+
+
+@pytest.fixture
+def registry(tmp_path: Path, shipped_checkpoints: Path) -> ModelRegistry:
+    return ModelRegistry(shipped_checkpoints, tmp_path / "runs")
+
+
+def test_registry_starts_from_shipped_checkpoints(registry: ModelRegistry, shipped_checkpoints: Path) -> None:
+    for task in ("rotation", "siamese", "simclr"):
+        active = registry.get(task)
+        assert active.checkpoint.path == shipped_checkpoints / f"digits-{task}"
+        assert active.checkpoint.card["task"] == task and active.note == ""
+    with pytest.raises(ValueError):
+        registry.get("jigsaw")
+
+
+def test_corrupt_active_checkpoint_falls_back_to_shipped(tmp_path: Path, shipped_checkpoints: Path) -> None:
+    run = tmp_path / "runs" / "siamese-digits-x"
+    shutil.copytree(shipped_checkpoints / "digits-siamese", run)
+    reg = ModelRegistry(shipped_checkpoints, tmp_path / "runs")
+    reg.activate("siamese", run)
+    assert reg.get("siamese").checkpoint.path == run
+    # A restart finds the remembered run...
+    assert ModelRegistry(shipped_checkpoints, tmp_path / "runs").get("siamese").checkpoint.path == run
+    # ...and when its weights were damaged since, serves the shipped model and says why.
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    fallback = ModelRegistry(shipped_checkpoints, tmp_path / "runs").get("siamese")
+    assert fallback.checkpoint.path == shipped_checkpoints / "digits-siamese"
+    assert "could not be loaded" in fallback.note and "shipped" in fallback.note
+
+
+def _wait_for(job: TrainingJob, condition, timeout: float = 60.0):  # noqa: ANN001, ANN202
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        snap = job.snapshot()
+        if condition(snap):
+            return snap
+        time.sleep(0.05)
+    raise AssertionError(f"timed out; last state {job.snapshot().status}")
+
+
+@pytest.mark.slow
+def test_job_trains_saves_and_activates(registry: ModelRegistry) -> None:
+    job = TrainingJob(registry)
+    before = registry.get("siamese").checkpoint.path
+    ok, msg = job.start(TrainConfig(task="siamese", dataset="digits", epochs=2), who="test")
+    assert ok and "siamese on digits" in msg
+    assert job.wait(120)
+    s = job.snapshot()
+    assert s.status == "finished", s.log
+    assert s.fraction == 1.0 and s.step == s.total_steps > 0
+    assert [h["epoch"] for h in s.history] == [1, 2] and all("knn_accuracy" in h for h in s.history)
+    assert s.metrics["knn_accuracy"] > 0.9 and "knn_accuracy_random_init" in s.metrics
+    assert Path(s.checkpoint).parent == registry.runs_dir and Path(s.checkpoint).name.startswith("siamese-digits-")
+    active = registry.get("siamese")
+    assert active.checkpoint.path == Path(s.checkpoint) != before
+    assert len(s.losses) == len(s.loss_steps) > 0
+
+
+@pytest.mark.slow
+def test_second_start_refused_and_stop_is_prompt(registry: ModelRegistry) -> None:
+    job = TrainingJob(registry)
+    before = registry.get("rotation").checkpoint.path
+    assert job.start(TrainConfig(task="rotation", dataset="digits", epochs=50), who="tab A")[0]
+    _wait_for(job, lambda s: s.step > 0)
+    ok, msg = job.start(TrainConfig(task="siamese", dataset="digits", epochs=1), who="tab B")
+    assert not ok
+    assert "rotation on digits" in msg and "already training" in msg and "tab A" in msg and "left" in msg
+    t = time.perf_counter()
+    message = job.stop()
+    assert time.perf_counter() - t < 1.5
+    assert job.snapshot().status == "stopped" and "previous model is kept" in message
+    assert registry.get("rotation").checkpoint.path == before
+    assert job.stop() == "Nothing is training."
+
+
+def test_training_error_is_reported_and_previous_model_kept(registry: ModelRegistry, tmp_path: Path) -> None:
+    from PIL import Image
+
+    # One class only: the siamese task has no different-class pairs, and the engine refuses it.
+    only = tmp_path / "one-class" / "cats"
+    only.mkdir(parents=True)
+    for i in range(8):
+        Image.new("RGB", (40, 40), (i * 30, 100, 200)).save(only / f"{i}.png")
+    job = TrainingJob(registry)
+    before = registry.get("siamese").checkpoint.path
+    assert job.start(TrainConfig(task="siamese", dataset="folder", data_dir=str(tmp_path / "one-class"), epochs=1), who="test")[0]
+    assert job.wait(60)
+    s = job.snapshot()
+    assert s.status == "failed" and "at least two classes" in s.error
+    assert s.dataset == "folder:one-class" and "Training failed" in s.log[-1]
+    assert registry.get("siamese").checkpoint.path == before
+    assert job.start(TrainConfig(task="siamese", dataset="digits", epochs=1), who="test")[0]  # a failed run frees the job
+    job.stop()
+
+
+def test_loss_curve_stays_bounded(registry: ModelRegistry) -> None:
+    job = TrainingJob(registry)
+    for step in range(1, 5 * MAX_LOSS_POINTS + 1):
+        job._add_loss_locked(step, 1.0 / step)
+    s = job.snapshot()
+    assert MAX_LOSS_POINTS // 2 <= len(s.losses) < MAX_LOSS_POINTS
+    assert s.loss_steps == sorted(s.loss_steps) and s.loss_steps[-1] <= 5 * MAX_LOSS_POINTS
+    assert s.losses == sorted(s.losses, reverse=True)  # averaging keeps a falling curve falling
