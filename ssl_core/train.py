@@ -207,6 +207,15 @@ def _probe(model: SSLModel, parts: Split, gen_seed: int) -> dict:
     return {"knn_accuracy": knn_accuracy(embed(model, train.images), train.labels, embed(model, test.images), test.labels)}
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA raises torch.OutOfMemoryError; the CPU allocator raises a plain RuntimeError saying
+    "can't allocate memory", and numpy a MemoryError. All mean the same to the user: a smaller batch."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc)
+    return "can't allocate memory" in text or "not enough memory" in text or "out of memory" in text.lower()
+
+
 def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Optional[threading.Event] = None) -> TrainResult:
     """Train `cfg.task` on `cfg.dataset`, evaluate on the held-out split, return the model and metrics.
 
@@ -267,10 +276,12 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
             probe = _probe(model, parts, cfg.seed + epoch)
             history.append({"epoch": epoch, "loss": epoch_loss, **probe, "elapsed": time.perf_counter() - start})
             emit(Event("epoch", epoch, cfg.epochs, step, total, time.perf_counter() - start, loss=epoch_loss, metrics=probe))
-    except torch.OutOfMemoryError as exc:
+        model.eval()
+        metrics = evaluate(model, parts.train, parts.test, baseline=baseline.to(device))
+    except (torch.OutOfMemoryError, RuntimeError, MemoryError) as exc:
+        if not is_out_of_memory(exc):
+            raise
         raise TrainingError(f"Out of memory at batch size {cfg.batch_size}: try a smaller batch size.") from exc
-    model.eval()
-    metrics = evaluate(model, parts.train, parts.test, baseline=baseline.to(device))
     seconds = time.perf_counter() - start
     emit(Event("done", cfg.epochs, cfg.epochs, step, total, seconds, metrics=metrics, message="finished"))
     return TrainResult(model, cfg, metrics, history, data, seconds)
