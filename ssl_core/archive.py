@@ -188,6 +188,14 @@ def on_public_space() -> bool:
     return bool(os.environ.get("SPACE_ID"))
 
 
+def serves_the_network() -> bool:
+    """True when the app listens beyond this machine (GRADIO_SERVER_NAME=0.0.0.0, a LAN address,
+    or a share link): then a typed path is a stranger's request, not the owner's."""
+    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1").strip().lower()
+    share = os.environ.get("GRADIO_SHARE", "").strip().lower() in ("1", "true", "yes")
+    return share or host not in ("127.0.0.1", "localhost", "::1", "")
+
+
 def resolve_data_folder(path: str | os.PathLike, data_root: Optional[str | os.PathLike] = None) -> Path:
     """A folder path typed by a user -> a real folder the server may read, or ArchiveError.
 
@@ -195,7 +203,8 @@ def resolve_data_folder(path: str | os.PathLike, data_root: Optional[str | os.Pa
     - With a data root (the argument, else env SSL_DATA_ROOT), the path is read relative to it and
       must stay inside it after symlinks are followed; the message never says whether a path
       outside exists.
-    - With neither (the app running on the user's own machine), any existing folder is allowed.
+    - With neither, any existing folder is allowed only while the app listens on this machine
+      alone (the owner's own folders); served to the network, typed paths are refused.
     """
     text = os.fspath(path).strip() if path is not None else ""
     if on_public_space():
@@ -206,6 +215,11 @@ def resolve_data_folder(path: str | os.PathLike, data_root: Optional[str | os.Pa
         raise ArchiveError("That folder path is not valid.")
     root_text = os.fspath(data_root) if data_root else os.environ.get(DATA_ROOT_ENV, "")
     if not root_text:
+        if serves_the_network():
+            raise ArchiveError(
+                f"This server is open to the network, so typed folder paths are off unless its owner sets "
+                f"{DATA_ROOT_ENV}; upload a .zip of your images instead."
+            )
         folder = Path(text).expanduser().resolve()
     else:
         root = Path(root_text).resolve()

@@ -149,6 +149,8 @@ def test_archive_errors_are_data_errors() -> None:
 def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("SPACE_ID", raising=False)
     monkeypatch.delenv(archive.DATA_ROOT_ENV, raising=False)
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SHARE"):
+        monkeypatch.delenv(name, raising=False)
     root = tmp_path / "data"
     (root / "mine" / "cats").mkdir(parents=True)
     (tmp_path / "secret").mkdir()
@@ -194,3 +196,13 @@ def test_spaces_refuse_typed_paths(data_root: Path, monkeypatch: pytest.MonkeyPa
 def test_local_run_without_root_reads_any_folder(data_root: Path) -> None:
     # On the user's own machine (no Space, no root configured) their folders are theirs to use.
     assert resolve_data_folder(str(data_root.parent / "secret")).name == "secret"
+
+
+@pytest.mark.parametrize("env", [{"GRADIO_SERVER_NAME": "0.0.0.0"}, {"GRADIO_SERVER_NAME": "192.168.1.5"}, {"GRADIO_SHARE": "True"}])
+def test_network_facing_server_without_root_refuses_typed_paths(data_root: Path, monkeypatch: pytest.MonkeyPatch, env: dict) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ArchiveError, match="open to the network.*SSL_DATA_ROOT"):
+        resolve_data_folder(str(data_root / "mine"))
+    # With a root configured, the same server reads folders inside it.
+    assert resolve_data_folder("mine", data_root).name == "mine"
