@@ -21,8 +21,8 @@ from ssl_core.archive import ArchiveError, resolve_data_folder, safe_extract_zip
 from ssl_core.checkpoints import CheckpointError
 from ssl_core.data import DataError
 from ssl_core.evaluate import EVAL_PAIRS
-from ssl_core import inference, plots
-from ssl_core.images import ImageError, to_pil
+from ssl_core import inference, plots, projection
+from ssl_core.images import ImageError, open_image, to_pil
 from ssl_core.jobs import ActiveModel, JobSnapshot, ModelRegistry, TrainingJob, format_seconds
 from ssl_core.train import DEFAULT_BATCH, DEFAULT_EPOCHS, DEFAULT_LR, TrainConfig
 
@@ -101,6 +101,31 @@ def _editor_image(value: Any) -> Optional[Any]:
     return image
 
 
+class UploadImage(gr.Image):
+    """gr.Image that hands handlers the uploaded file untouched and explains unreadable uploads.
+
+    Plain gr.Image opens every upload with PIL and, with its default RGBA mode, re-encodes it; a
+    file PIL cannot open becomes an unexplained "Error". Here the path goes straight to
+    `images.to_model_image` (the one decoding path, with its size limits), and a bad file gets
+    that module's message. `is_template` keeps the browser using the ordinary Image component.
+    """
+
+    is_template = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(type="filepath", image_mode=None, **kwargs)
+
+    def preprocess(self, payload: Any) -> Optional[str]:
+        try:
+            return super().preprocess(payload)
+        except Exception as exc:  # noqa: BLE001 - whatever PIL raised, the user gets ImageError's words
+            try:
+                open_image(payload.path)
+            except ImageError as image_exc:
+                raise _user_error(image_exc) from exc
+            raise gr.Error("This file could not be read as an image.", print_exception=False) from exc
+
+
 # ------------------------------------------------------------------------------ rotation tab
 def predict_rotation(image: Optional[str]) -> tuple[dict, Any, list, str]:
     """Predicted rotation of an image: angle probabilities, the image turned upright, the model's
@@ -164,13 +189,20 @@ def compare_pair(image_a: Optional[str], image_b: Optional[str], model: str = "s
 
 
 # ---------------------------------------------------------------------------- embeddings tab
-def _maps(active: ActiveModel, ref: inference.Reference, method: str) -> tuple[np.ndarray, np.ndarray]:
-    from ssl_core import projection
+def _map_keys(active: ActiveModel) -> tuple[str, str]:
+    """Cache keys of the trained and the random-init maps: per checkpoint weights and image set."""
+    card = active.checkpoint.card
+    data_id = f"{card['dataset']}/test/seed{card.get('config', {}).get('seed', 0)}"
+    return (projection.map_key(card["weights_sha256"], data_id),
+            projection.map_key(card["weights_sha256"], data_id + "/random-init"))
 
+
+def _maps(active: ActiveModel, ref: inference.Reference, method: str) -> tuple[np.ndarray, np.ndarray]:
     idx = ref.map_index
     trained, untrained = ref.embeddings[idx].numpy(), ref.random_embeddings[idx].numpy()
     fn = projection.tsne_map if method == "tsne" else projection.pca_map
-    return fn(trained, f"{active.key}-trained"), fn(untrained, f"{active.key}-random-init")
+    key_trained, key_random = _map_keys(active)
+    return fn(trained, key_trained), fn(untrained, key_random)
 
 
 def _map_figure(active: ActiveModel, ref: inference.Reference, method: str, placed: Optional[list] = None):  # noqa: ANN202
@@ -220,8 +252,6 @@ def embedding_map(model: str) -> tuple[Any, Any, str]:
 def place_on_map(model: str, image: Optional[str]) -> tuple[Any, str]:
     if image is None or model not in TASKS:
         return gr.skip(), "Upload an image to see where the encoder puts it."
-    from ssl_core import projection
-
     active = _active(model)
     try:
         emb = inference.embed_image(active.checkpoint.model, image)
@@ -231,8 +261,8 @@ def place_on_map(model: str, image: Optional[str]) -> tuple[Any, str]:
     model_rnd = inference.random_init_model(active.checkpoint)
     emb_rnd = inference.embed_image(model_rnd, image)
     _maps(active, ref, "tsne")  # make sure both maps exist before placing onto them
-    placed = [projection.place_points(f"{active.key}-trained", emb[None].numpy()),
-              projection.place_points(f"{active.key}-random-init", emb_rnd[None].numpy())]
+    key_trained, key_random = _map_keys(active)
+    placed = [projection.place_points(key_trained, emb[None].numpy()), projection.place_points(key_random, emb_rnd[None].numpy())]
     near = inference.nearest(ref, emb, NEIGHBOURS)
     text = ("Your image (★) placed on each map. Its nearest held-out images in the trained embedding: "
             + ", ".join(f"{n.class_name} (#{n.index})" for n in near) + ".")
@@ -386,7 +416,7 @@ with gr.Blocks(title="SSL Playground") as demo:
                 with gr.Column():
                     with gr.Tabs():
                         with gr.Tab("Upload / paste"):
-                            rot_image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"], height=280)
+                            rot_image = UploadImage(label="Image", sources=["upload", "clipboard", "webcam"], height=280)
                             gr.Examples(_examples("digit-7-turned-90.png", "digit-2-turned-180.png", "digit-4-turned-270.png",
                                                   "digit-3-upright.png", "drawn-4-turned-90.png", "drawn-7-upright.png"),
                                         inputs=rot_image, label="Examples (held-out digits; the name says the true turn)")
@@ -407,8 +437,8 @@ with gr.Blocks(title="SSL Playground") as demo:
                                  value="siamese", label="Encoder")
             sim_model_state = gr.State("siamese")  # a state, so the API keeps exactly compare_pair(image_a, image_b)
             with gr.Row():
-                image_a = gr.Image(type="filepath", label="Image A", height=220)
-                image_b = gr.Image(type="filepath", label="Image B", height=220)
+                image_a = UploadImage(label="Image A", height=220)
+                image_b = UploadImage(label="Image B", height=220)
             gr.Examples([_examples("digit-3-upright.png", "digit-3-another.png"), _examples("digit-3-upright.png", "digit-8.png"),
                          _examples("digit-1.png", "digit-7-turned-90.png")],
                         inputs=[image_a, image_b], label="Example pairs (held-out digits)")
@@ -429,7 +459,7 @@ with gr.Blocks(title="SSL Playground") as demo:
             tsne_plot = gr.Plot(label="t-SNE")
             pca_plot = gr.Plot(label="PCA")
             with gr.Row():
-                place_image = gr.Image(type="filepath", label="Place your image on the t-SNE maps", height=200)
+                place_image = UploadImage(label="Place your image on the t-SNE maps", height=200)
                 place_text = gr.Markdown()
 
         with gr.Tab("Train"):
@@ -462,7 +492,7 @@ with gr.Blocks(title="SSL Playground") as demo:
 
     # ------------------------------------------------------------------------------ events
     rot_outputs = [rot_label, rot_upright, rot_guesses, rot_info]
-    rot_image.change(predict_rotation, rot_image, rot_outputs, api_name="predict_rotation", show_progress="minimal")
+    rot_image.change(predict_rotation, rot_image, rot_outputs, api_name="predict_rotation", show_progress="minimal", queue=False)
     sketch.change(predict_sketch, sketch, rot_outputs, api_visibility="private", show_progress="hidden",
                   trigger_mode="always_last")
 
@@ -481,7 +511,7 @@ with gr.Blocks(title="SSL Playground") as demo:
     start_btn.click(start_training, [task, dataset, epochs, batch_size, lr, data_dir, zip_file], start_msg,
                     api_name="start_training")
     stop_btn.click(stop_training, None, start_msg, api_name="stop_training")
-    gr.api(training_status, api_name="training_status")
+    gr.api(training_status, api_name="training_status", queue=False)
     timer.tick(poll, seen_version, [seen_version, job_status, progress, loss_plot, metric_plot, log, results, active_md],
                api_visibility="private", show_progress="hidden", concurrency_limit=None)
 
