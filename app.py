@@ -22,7 +22,7 @@ from ssl_core.checkpoints import CheckpointError
 from ssl_core.data import DataError
 from ssl_core.evaluate import EVAL_PAIRS
 from ssl_core import inference, plots, projection
-from ssl_core.images import ImageError, open_image, to_pil
+from ssl_core.images import ImageError, to_pil
 from ssl_core.jobs import ActiveModel, JobSnapshot, ModelRegistry, TrainingJob, format_seconds
 from ssl_core.train import DEFAULT_BATCH, DEFAULT_EPOCHS, DEFAULT_LR, TrainConfig
 
@@ -101,35 +101,21 @@ def _editor_image(value: Any) -> Optional[Any]:
     return image
 
 
-class UploadImage(gr.Image):
-    """gr.Image that hands handlers the uploaded file untouched and explains unreadable uploads.
-
-    Plain gr.Image opens every upload with PIL and, with its default RGBA mode, re-encodes it; a
-    file PIL cannot open becomes an unexplained "Error". Here the path goes straight to
-    `images.to_model_image` (the one decoding path, with its size limits), and a bad file gets
-    that module's message. `is_template` keeps the browser using the ordinary Image component.
-    """
-
-    is_template = True
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(type="filepath", image_mode=None, **kwargs)
-
-    def preprocess(self, payload: Any) -> Optional[str]:
-        try:
-            return super().preprocess(payload)
-        except Exception as exc:  # noqa: BLE001 - whatever PIL raised, the user gets ImageError's words
-            try:
-                open_image(payload.path)
-            except ImageError as image_exc:
-                raise _user_error(image_exc) from exc
-            raise gr.Error("This file could not be read as an image.", print_exception=False) from exc
+def _upload(value: Any) -> Any:
+    """The file behind an image input. Image events run with preprocess=False: gr.Image would open
+    every upload with PIL itself (and re-encode it as RGBA), and a file PIL cannot read would end
+    as an unexplained "Error". Gradio still checks that the path is one of its uploads; decoding
+    is left to images.to_model_image, the one decoding path, whose ImageError messages users see."""
+    if isinstance(value, dict):
+        return value.get("path")
+    return value
 
 
 # ------------------------------------------------------------------------------ rotation tab
 def predict_rotation(image: Optional[str]) -> tuple[dict, Any, list, str]:
     """Predicted rotation of an image: angle probabilities, the image turned upright, the model's
     guess for each of the four turns of it, and which checkpoint answered."""
+    image = _upload(image)
     if image is None:
         return {}, None, [], "Upload, paste or draw an image to see its predicted rotation."
     active = _active("rotation")
@@ -161,6 +147,7 @@ def _neighbour_gallery(ref: inference.Reference, emb, card: dict) -> list:  # no
 def compare_pair(image_a: Optional[str], image_b: Optional[str], model: str = "siamese") -> tuple[Optional[float], str, list, list]:
     """Distance between two images in the encoder's embedding, the same/different verdict at the
     threshold calibrated for that checkpoint, and the five nearest held-out images to each."""
+    image_a, image_b = _upload(image_a), _upload(image_b)
     if image_a is None or image_b is None:
         return None, "Give two images to compare.", [], []
     active = _active(model if model in TASKS else "siamese")
@@ -250,6 +237,7 @@ def embedding_map(model: str) -> tuple[Any, Any, str]:
 
 
 def place_on_map(model: str, image: Optional[str]) -> tuple[Any, str]:
+    image = _upload(image)
     if image is None or model not in TASKS:
         return gr.skip(), "Upload an image to see where the encoder puts it."
     active = _active(model)
@@ -416,7 +404,7 @@ with gr.Blocks(title="SSL Playground") as demo:
                 with gr.Column():
                     with gr.Tabs():
                         with gr.Tab("Upload / paste"):
-                            rot_image = UploadImage(label="Image", sources=["upload", "clipboard", "webcam"], height=280)
+                            rot_image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"], height=280)
                             gr.Examples(_examples("digit-7-turned-90.png", "digit-2-turned-180.png", "digit-4-turned-270.png",
                                                   "digit-3-upright.png", "drawn-4-turned-90.png", "drawn-7-upright.png"),
                                         inputs=rot_image, label="Examples (held-out digits; the name says the true turn)")
@@ -437,8 +425,8 @@ with gr.Blocks(title="SSL Playground") as demo:
                                  value="siamese", label="Encoder")
             sim_model_state = gr.State("siamese")  # a state, so the API keeps exactly compare_pair(image_a, image_b)
             with gr.Row():
-                image_a = UploadImage(label="Image A", height=220)
-                image_b = UploadImage(label="Image B", height=220)
+                image_a = gr.Image(type="filepath", label="Image A", height=220)
+                image_b = gr.Image(type="filepath", label="Image B", height=220)
             gr.Examples([_examples("digit-3-upright.png", "digit-3-another.png"), _examples("digit-3-upright.png", "digit-8.png"),
                          _examples("digit-1.png", "digit-7-turned-90.png")],
                         inputs=[image_a, image_b], label="Example pairs (held-out digits)")
@@ -459,7 +447,7 @@ with gr.Blocks(title="SSL Playground") as demo:
             tsne_plot = gr.Plot(label="t-SNE")
             pca_plot = gr.Plot(label="PCA")
             with gr.Row():
-                place_image = UploadImage(label="Place your image on the t-SNE maps", height=200)
+                place_image = gr.Image(type="filepath", label="Place your image on the t-SNE maps", height=200)
                 place_text = gr.Markdown()
 
         with gr.Tab("Train"):
@@ -492,19 +480,22 @@ with gr.Blocks(title="SSL Playground") as demo:
 
     # ------------------------------------------------------------------------------ events
     rot_outputs = [rot_label, rot_upright, rot_guesses, rot_info]
-    rot_image.change(predict_rotation, rot_image, rot_outputs, api_name="predict_rotation", show_progress="minimal", queue=False)
+    rot_image.change(predict_rotation, rot_image, rot_outputs, api_name="predict_rotation", show_progress="minimal", queue=False,
+                     preprocess=False)
     sketch.change(predict_sketch, sketch, rot_outputs, api_visibility="private", show_progress="hidden",
                   trigger_mode="always_last")
 
     sim_model.change(lambda m: m, sim_model, sim_model_state, api_visibility="private")
     sim_outputs = [distance, verdict, near_a, near_b]
-    compare_btn.click(compare_pair, [image_a, image_b, sim_model_state], sim_outputs, api_name="compare_pair")
+    compare_btn.click(compare_pair, [image_a, image_b, sim_model_state], sim_outputs, api_name="compare_pair", preprocess=False)
     for trigger in (image_a.change, image_b.change, sim_model.change):
-        trigger(compare_pair, [image_a, image_b, sim_model], sim_outputs, api_visibility="private", show_progress="minimal")
+        trigger(compare_pair, [image_a, image_b, sim_model], sim_outputs, api_visibility="private", show_progress="minimal",
+                preprocess=False)
 
     map_btn.click(embedding_map, map_model, [tsne_plot, pca_plot, map_text], api_name="embedding_map")
     map_model.change(embedding_map, map_model, [tsne_plot, pca_plot, map_text], api_visibility="private")
-    place_image.change(place_on_map, [map_model, place_image], [tsne_plot, place_text], api_visibility="private")
+    place_image.change(place_on_map, [map_model, place_image], [tsne_plot, place_text], api_visibility="private",
+                       preprocess=False)
 
     task.change(task_defaults, task, [epochs, batch_size, lr], api_visibility="private")
     dataset.change(dataset_inputs, dataset, [data_dir, zip_file], api_visibility="private")
