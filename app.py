@@ -75,7 +75,7 @@ def _model_line(active: ActiveModel) -> str:
         quality = f" Held-out kNN accuracy {m['knn_accuracy']:.1%}"
     if quality:
         quality += f" ({_split_note(card)})."
-    note = f"\n\n⚠️ {active.note}" if active.note else ""
+    note = f"\n\n**Note:** {active.note}" if active.note else ""
     return f"Answered by the **{card['task']}** model {_checkpoint_name(active)}, trained on **{card['dataset']}**.{quality}{note}"
 
 
@@ -124,7 +124,7 @@ def predict_rotation(image: Optional[str]) -> tuple[dict, Any, list, str]:
     except ImageError as exc:
         raise _user_error(exc) from exc
     gallery = [(_big(g.image), f"turned {inference.angle_name(g.turn)} → guess {inference.angle_name(g.predicted)} "
-                f"({g.confidence:.0%}){'' if g.predicted == (p.k + g.turn) % 4 else ' ✗'}")
+                f"({g.confidence:.0%}){'' if g.predicted == (p.k + g.turn) % 4 else ', inconsistent'}")
                for g in p.guesses]
     text = (f"The image looks turned **{p.angle}** counter-clockwise from upright "
             f"({p.probabilities[p.angle]:.0%} sure); turned back by {p.angle} it is shown upright.\n\n{_model_line(active)}")
@@ -140,7 +140,7 @@ def predict_sketch(value: Any) -> tuple[dict, Any, list, str]:
 
 # ---------------------------------------------------------------------------- similarity tab
 def _neighbour_gallery(ref: inference.Reference, emb, card: dict) -> list:  # noqa: ANN001
-    return [(_big(n.image), f"{n.class_name} · test #{n.index} · d={n.distance:.2f}")
+    return [(_big(n.image), f"{n.class_name} (d {n.distance:.2f})")
             for n in inference.nearest(ref, emb, NEIGHBOURS)]
 
 
@@ -170,9 +170,9 @@ def compare_pair(image_a: Optional[str], image_b: Optional[str], model: str = "s
     verdict += f"\n\n{_model_line(active)}"
     try:
         ref = inference.reference(ckpt, active.key)
-        return r.distance, verdict, _neighbour_gallery(ref, r.emb_a, ckpt.card), _neighbour_gallery(ref, r.emb_b, ckpt.card)
+        return round(r.distance, 4), verdict, _neighbour_gallery(ref, r.emb_a, ckpt.card), _neighbour_gallery(ref, r.emb_b, ckpt.card)
     except DataError as exc:
-        return r.distance, verdict + f"\n\nNearest images unavailable: {exc}", [], []
+        return round(r.distance, 4), verdict + f"\n\nNearest images unavailable: {exc}", [], []
 
 
 # ---------------------------------------------------------------------------- embeddings tab
@@ -219,7 +219,7 @@ def _map_text(active: ActiveModel) -> str:
     lines.append("\nColours are the true classes, which the self-supervised encoders never saw; hover a point for its "
                  "class and test-split index. Points that cluster by colour mean the encoder learned the classes.")
     if active.note:
-        lines.append(f"\n⚠️ {active.note}")
+        lines.append(f"\n**Note:** {active.note}")
     return "\n".join(lines)
 
 
@@ -325,9 +325,9 @@ def _progress_html(s: JobSnapshot) -> str:
 
 def _results_md(s: JobSnapshot) -> str:
     if s.status == "failed":
-        return f"❌ **{html.escape(s.error)}**\n\nThe previous model is still active."
+        return f"**Training failed:** {html.escape(s.error)}\n\nThe previous model is still active."
     if s.status == "stopped":
-        return "⏹ Stopped before the end: nothing was saved, the previous model is still active."
+        return "**Stopped** before the end: nothing was saved, the previous model is still active."
     if s.status != "finished" or not s.metrics:
         return ""
     m = s.metrics
@@ -335,11 +335,11 @@ def _results_md(s: JobSnapshot) -> str:
     for key, label in METRIC_LABELS.items():
         if key in m:
             base = m.get(f"{key}_random_init")
-            rows.append(f"| {label} | **{m[key]:.1%}** | {'' if base is None else f'{base:.1%}'} |")
+            rows.append(f"| {label} | **{m[key]:.1%}** | {'n/a' if base is None else f'{base:.1%}'} |")
     where = (f"Measured on the **{s.dataset} test split** ({m.get('test_images', '?')} held-out images; trained on "
              f"{m.get('train_images', '?')}). Checkpoint saved to `{s.checkpoint}`; it is now the active {s.task} model.")
     note = f"\n\n{m['note']}" if m.get("note") else ""
-    return "✅ **Finished.** " + where + "\n\n" + "\n".join(rows) + note
+    return "**Finished.** " + where + "\n\n" + "\n".join(rows) + note
 
 
 def _active_md() -> str:
@@ -348,7 +348,7 @@ def _active_md() -> str:
         try:
             a = REGISTRY.get(task)
             lines.append(f"- {task}: {_checkpoint_name(a)}, trained on {a.checkpoint.card['dataset']}"
-                         + (f" — ⚠️ {a.note}" if a.note else ""))
+                         + (f" — **note:** {a.note}" if a.note else ""))
         except CheckpointError as exc:
             lines.append(f"- {task}: unavailable ({exc})")
     return "\n".join(lines)
@@ -385,6 +385,8 @@ CSS = """
 .ssl-bar { position: absolute; left: 0; top: 0; bottom: 0; background: var(--primary-500, #f97316); transition: width .4s; }
 .ssl-progress span { position: relative; padding-left: 10px; line-height: 30px; font-weight: 600; }
 #log textarea { font-family: var(--font-mono, monospace); font-size: 12px; }
+/* Whole digits in the thumbnails: the gallery's default "cover" crops their tops and bottoms. */
+.ssl-thumbs img { object-fit: contain !important; image-rendering: pixelated; }
 """
 
 
@@ -414,8 +416,8 @@ with gr.Blocks(title="SSL Playground") as demo:
                 with gr.Column():
                     rot_label = gr.Label(num_top_classes=4, label="Predicted rotation (counter-clockwise)")
                     rot_upright = gr.Image(label="Turned back upright", height=200, interactive=False, format="png")
-            rot_guesses = gr.Gallery(label="The model's guess for each of the four turns of your image (what the model sees, 32×32)",
-                                     columns=4, height=230, object_fit="contain", allow_preview=False, format="png")
+            gr.Markdown("**The model's guess for each of the four turns of your image** (what the model sees: 32×32 pixels)")
+            rot_guesses = gr.Gallery(label="Guess per turn", show_label=False, elem_classes="ssl-thumbs", columns=4, rows=1, height=300, object_fit="contain", allow_preview=False, format="png")
             rot_info = gr.Markdown(label="Which model answered")
 
         with gr.Tab("Similarity"):
@@ -431,13 +433,19 @@ with gr.Blocks(title="SSL Playground") as demo:
                          _examples("digit-1.png", "digit-7-turned-90.png")],
                         inputs=[image_a, image_b], label="Example pairs (held-out digits)")
             compare_btn = gr.Button("Compare", variant="primary")
-            distance = gr.Number(label="Distance between the embeddings", interactive=False)
+            distance = gr.Number(label="Distance between the embeddings", interactive=False, placeholder="give two images")
             verdict = gr.Markdown(label="Verdict")
             with gr.Row():
-                near_a = gr.Gallery(label="Nearest held-out images to A", columns=5, height=170, allow_preview=False, format="png")
-                near_b = gr.Gallery(label="Nearest held-out images to B", columns=5, height=170, allow_preview=False, format="png")
+                with gr.Column():
+                    gr.Markdown("**Nearest held-out images to A** (class, distance)")
+                    near_a = gr.Gallery(label="Nearest to A", show_label=False, columns=5, rows=1, height=150, elem_classes="ssl-thumbs", object_fit="contain",
+                                        allow_preview=False, format="png")
+                with gr.Column():
+                    gr.Markdown("**Nearest held-out images to B** (class, distance)")
+                    near_b = gr.Gallery(label="Nearest to B", show_label=False, columns=5, rows=1, height=150, elem_classes="ssl-thumbs", object_fit="contain",
+                                        allow_preview=False, format="png")
 
-        with gr.Tab("Embeddings"):
+        with gr.Tab("Embeddings") as embeddings_tab:
             gr.Markdown("Where each encoder puts the held-out images, flattened to 2-D: t-SNE (keeps neighbours) and PCA "
                         "(keeps the largest directions of variation). Left: the trained encoder; right: the same network untrained.")
             with gr.Row():
@@ -494,6 +502,7 @@ with gr.Blocks(title="SSL Playground") as demo:
 
     map_btn.click(embedding_map, map_model, [tsne_plot, pca_plot, map_text], api_name="embedding_map")
     map_model.change(embedding_map, map_model, [tsne_plot, pca_plot, map_text], api_visibility="private")
+    embeddings_tab.select(embedding_map, map_model, [tsne_plot, pca_plot, map_text], api_visibility="private")
     place_image.change(place_on_map, [map_model, place_image], [tsne_plot, place_text], api_visibility="private",
                        preprocess=False)
 

@@ -164,7 +164,7 @@ class JobSnapshot:
 
     def describe(self) -> str:
         """One line naming the run, for messages like 'X is already training'."""
-        eta = f", about {format_seconds(self.eta)} left" if self.eta is not None else ""
+        eta = f", about {format_seconds(self.eta)} left" if self.running and self.eta is not None else ""
         where = f"epoch {self.epoch}/{self.epochs}" if self.step else "starting"
         return f"{self.task} on {self.dataset} ({where}{eta}, started by {self.who or 'someone'})"
 

@@ -53,7 +53,10 @@ def metric_curve(history: Sequence[dict], title: str, baseline: Optional[dict] =
         fig.add_hline(y=value, line_dash="dot", line_color="#888",
                       annotation_text=f"random-init {METRIC_NAMES.get(key, key)} {value:.1%}", annotation_position="bottom right")
     fig.update_xaxes(title_text="epoch", rangemode="tozero")
-    fig.update_yaxes(title_text="held-out score", range=[0, 1.02], tickformat=".0%")
+    # Zoom to where the numbers are: 96% vs 99% is the story, and a 0-100% axis flattens it.
+    values = [h[k] for h in history for k in keys if k in h] + list((baseline or {}).values())
+    low = max(0.0, min(values) - 0.05) if values else 0.0
+    fig.update_yaxes(title_text="held-out score", range=[low, 1.005], tickformat=".0%")
     return _layout(fig, title)
 
 
