@@ -394,7 +394,7 @@ def _examples(*names: str) -> list[str]:
     return [str(EXAMPLES / n) for n in names if (EXAMPLES / n).is_file()]
 
 
-with gr.Blocks(title="SSL Playground") as demo:
+with gr.Blocks(title="SSL Playground", analytics_enabled=False) as demo:  # offline machines: no phoning home
     gr.Markdown("# SSL Playground\nSelf-supervised learning on small images: **rotation prediction** (RotNet), a "
                 "**Siamese** encoder trained with contrastive pairs (Hadsell et al. 2006), and **SimCLR** (no labels). "
                 "Ready-trained models on scikit-learn's digits answer at once; train your own in the *Train* tab.")
@@ -411,7 +411,8 @@ with gr.Blocks(title="SSL Playground") as demo:
                                                   "digit-3-upright.png", "drawn-4-turned-90.png", "drawn-7-upright.png"),
                                         inputs=rot_image, label="Examples (held-out digits; the name says the true turn)")
                         with gr.Tab("Draw"):
-                            sketch = gr.Sketchpad(type="pil", label="Draw a digit", canvas_size=(256, 256), height=300,
+                            sketch = gr.Sketchpad(type="pil", label="Draw a digit: pick the brush (left), then draw", canvas_size=(256, 256),
+                                                  height=340, layers=False,
                                                   brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"))
                 with gr.Column():
                     rot_label = gr.Label(num_top_classes=4, label="Predicted rotation (counter-clockwise)")

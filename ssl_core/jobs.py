@@ -106,7 +106,7 @@ class ModelRegistry:
                     self._loaded[task] = active
                     return active
                 except CheckpointError as exc:
-                    note = f"The trained model {Path(chosen).name} could not be loaded ({exc}); using the shipped one."
+                    note = f"The trained model {Path(chosen).name} could not be loaded ({str(exc).rstrip('.')}); using the shipped one."
                     print(f"ssl_core.jobs: {note}", file=sys.stderr)
             active = ActiveModel(load_checkpoint(self.shipped_path(task)), note)
             self._loaded[task] = active
@@ -200,6 +200,7 @@ class TrainingJob:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._pending: list[float] = []  # losses not yet folded into one curve point
+        self._progress_line = False  # the last log line is a data-loading progress line
 
     # ------------------------------------------------------------------ public
     def snapshot(self) -> JobSnapshot:
@@ -279,11 +280,13 @@ class TrainingJob:
             self._log_locked(message)
 
     def _on_data_progress(self, message: str, fraction: float) -> None:
+        # A download reports every megabyte: one log line that updates in place, not 170 lines.
         with self._lock:
             self._state.fraction = float(fraction)
-            if not self._state.log or self._state.log[-1].split("] ", 1)[-1] != message:
-                self._log_locked(message)
-            self._state.version += 1
+            if self._progress_line:
+                self._state.log.pop()
+            self._log_locked(message)
+            self._progress_line = True
 
     def _on_event(self, e: Event) -> None:
         with self._lock:
@@ -322,6 +325,7 @@ class TrainingJob:
             s.loss_stride *= 2
 
     def _log_locked(self, message: str) -> None:
+        self._progress_line = False
         self._state.log.append(f"[{time.strftime('%H:%M:%S')}] {message}")
         del self._state.log[:-MAX_LOG_LINES]
         self._state.version += 1

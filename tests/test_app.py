@@ -95,11 +95,17 @@ def test_predict_rotation_latency(client, images) -> None:
     50 ms sleeps, so its figure has a floor of ~100 ms whatever the app does; the same call over
     plain HTTP (upload, then /gradio_api/run/predict_rotation) shows what the app itself costs."""
     import httpx
+    from gradio_client import Client
 
     upload = images[(7, 0, 1)]
 
     def via_client() -> None:
         client.predict(_upload(upload), api_name="/predict_rotation")
+
+    answer_only = Client(client.src, verbose=False, download_files=False)  # output images stay on the server
+
+    def via_client_no_downloads() -> None:
+        answer_only.predict(_upload(upload), api_name="/predict_rotation")
 
     http = httpx.Client(base_url=client.src)
 
@@ -111,7 +117,8 @@ def test_predict_rotation_latency(client, images) -> None:
         assert r.json()["data"][0]["label"] == "90°"
 
     medians = {}
-    for name, call in (("gradio_client", via_client), ("plain HTTP", via_http)):
+    for name, call in (("gradio_client", via_client), ("gradio_client without image downloads", via_client_no_downloads),
+                       ("plain HTTP", via_http)):
         call()  # warm-up
         samples = []
         for _ in range(30):

@@ -95,6 +95,32 @@ def test_rotation_upload_gets_an_answer(page) -> None:
     _shot(page, "02-rotation-answer")
 
 
+def test_drawing_gets_an_answer(page) -> None:
+    before = page.locator("img:visible").evaluate_all("els => els.map(e => e.src).join(' ')")
+    page.get_by_role("tab", name="Draw").click()
+    page.get_by_role("button", name="Brush").click()
+    canvas = page.locator("canvas:visible").last
+    canvas.wait_for(timeout=15_000)
+    box = canvas.bounding_box()
+    x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
+
+    def stroke(points) -> None:  # noqa: ANN001
+        page.mouse.move(x0 + points[0][0] * w, y0 + points[0][1] * h)
+        page.mouse.down()
+        for px, py in points[1:]:
+            page.mouse.move(x0 + px * w, y0 + py * h, steps=8)
+        page.mouse.up()
+
+    # A "7" lying on its side: the top bar runs down the left, the stem goes right.
+    stroke([(0.3, 0.2), (0.3, 0.8)])
+    stroke([(0.3, 0.8), (0.8, 0.45)])
+    # The answer to the drawing replaces the upload's: new output images, a new sentence.
+    page.wait_for_function("""before => { const src = Array.from(document.images).filter(i => i.offsetParent)
+        .map(i => i.src).join(' '); return src !== before && src.includes('image.png'); }""", arg=before, timeout=30_000)
+    page.get_by_text("The image looks turned").wait_for(timeout=30_000)
+    _shot(page, "02b-rotation-drawn")
+
+
 def test_similarity_example_pair(page) -> None:
     page.get_by_role("tab", name="Similarity").click()
     page.get_by_role("button", name="Compare").wait_for()

@@ -115,3 +115,14 @@ def test_loss_curve_stays_bounded(registry: ModelRegistry) -> None:
     assert MAX_LOSS_POINTS // 2 <= len(s.losses) < MAX_LOSS_POINTS
     assert s.loss_steps == sorted(s.loss_steps) and s.loss_steps[-1] <= 5 * MAX_LOSS_POINTS
     assert s.losses == sorted(s.losses, reverse=True)  # averaging keeps a falling curve falling
+
+
+def test_data_progress_updates_one_log_line(registry: ModelRegistry) -> None:
+    job = TrainingJob(registry)
+    job._on_data_progress("downloading CIFAR-10: 1 of 170 MB", 1 / 170)
+    job._on_data_progress("downloading CIFAR-10: 2 of 170 MB", 2 / 170)
+    s = job.snapshot()
+    assert len(s.log) == 1 and s.log[0].endswith("2 of 170 MB") and s.fraction == 2 / 170
+    job._log_locked("extracted")
+    job._on_data_progress("decoding CIFAR-10 data_batch_1", 0.0)
+    assert len(job.snapshot().log) == 3
