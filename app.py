@@ -96,8 +96,8 @@ def _editor_image(value: Any) -> Optional[Any]:
     if image is None:
         return None
     arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[2] == 4 and int(arr[..., 3].max()) == 0:
-        return None  # fully transparent: an empty canvas
+    if arr.size == 0 or (arr.ndim == 3 and arr.shape[2] == 4 and int(arr[..., 3].max()) == 0) or arr.min() == arr.max():
+        return None  # fully transparent or one flat colour: an empty canvas
     return image
 
 
@@ -139,7 +139,7 @@ def predict_sketch(value: Any) -> tuple[dict, Any, list, str]:
 
 
 # ---------------------------------------------------------------------------- similarity tab
-def _neighbour_gallery(ref: inference.Reference, emb, card: dict) -> list:  # noqa: ANN001
+def _neighbour_gallery(ref: inference.Reference, emb: Any) -> list:
     return [(_big(n.image), f"{n.class_name} (d {n.distance:.2f})")
             for n in inference.nearest(ref, emb, NEIGHBOURS)]
 
@@ -170,7 +170,7 @@ def compare_pair(image_a: Optional[str], image_b: Optional[str], model: str = "s
     verdict += f"\n\n{_model_line(active)}"
     try:
         ref = inference.reference(ckpt, active.key)
-        return round(r.distance, 4), verdict, _neighbour_gallery(ref, r.emb_a, ckpt.card), _neighbour_gallery(ref, r.emb_b, ckpt.card)
+        return round(r.distance, 4), verdict, _neighbour_gallery(ref, r.emb_a), _neighbour_gallery(ref, r.emb_b)
     except DataError as exc:
         return round(r.distance, 4), verdict + f"\n\nNearest images unavailable: {exc}", [], []
 
@@ -288,8 +288,7 @@ def start_training(task: str, dataset: str, epochs: Optional[float], batch_size:
                           lr=float(lr) if lr else None)
     except (ArchiveError, DataError, ValueError) as exc:
         return f"Not started: {exc}"
-    started, message = JOB.start(cfg, who=_who(request))
-    return message
+    return JOB.start(cfg, who=_who(request))[1]
 
 
 def _whole(x: Optional[float]) -> Optional[int]:
