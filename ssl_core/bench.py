@@ -262,20 +262,21 @@ def rotation_epoch_seconds(device: torch.device, images: int = 50_000, batch_siz
                            repeats: int = 3) -> tuple[float, list[float]]:
     """Seconds for one full rotation epoch over `images` synthetic CIFAR-sized images (each in all
     four rotations) with the project's step, data resident on `device`. One untimed warm-up epoch
-    first (cuDNN autotuning, allocator growth); returns the median of `repeats` epochs and all of them."""
+    first (cuDNN autotuning, allocator growth); returns the median of `repeats` epochs and all of them.
+    Like train(), an epoch drops the ragged last batch; the seconds are scaled to all `images`."""
     gen = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, generator=gen)
     step, _ = project_stepper("rotation", pixels, torch.zeros(images, dtype=torch.int64), device, batch_size)
     steps = max(1, images // min(batch_size, images))
     _timed(step, steps, device)
-    times = [4 * steps * min(batch_size, images) / _timed(step, steps, device) for _ in range(repeats)]
+    times = [4 * images / _timed(step, steps, device) for _ in range(repeats)]
     return statistics.median(times), times
 
 
 def tsne_compare(n: int = 10_000, dim: int = 128, seed: int = 0, log: Callable[[str], None] = print) -> dict:
     """t-SNE of the same n x dim points (10 Gaussian clusters): ssl_core.projection (openTSNE, FFT
     gradients, PCA to 50 dims first) against scikit-learn's TSNE (Barnes-Hut), same perplexity and
-    number of iterations, both on two threads. Also the 5-NN accuracy of each map on the cluster
+    number of iterations and threads (two from 10,000 points). Also the 5-NN accuracy of each map on the cluster
     labels, so a faster map is not a worse one."""
     from sklearn.datasets import make_blobs
     from sklearn.manifold import TSNE
@@ -296,7 +297,7 @@ def tsne_compare(n: int = 10_000, dim: int = 128, seed: int = 0, log: Callable[[
     log(f"  openTSNE (ssl_core.projection): {t_ours:.1f} s")
     start = time.perf_counter()
     theirs = TSNE(2, perplexity=projection.PERPLEXITY, max_iter=projection.TSNE_ITERATIONS, init="pca",
-                  random_state=seed, n_jobs=projection.N_JOBS).fit_transform(x)
+                  random_state=seed, n_jobs=projection.tsne_threads(n)).fit_transform(x)
     t_sk = time.perf_counter() - start
     log(f"  scikit-learn TSNE: {t_sk:.1f} s")
     return {"n": n, "dim": dim, "opentsne_s": t_ours, "sklearn_s": t_sk, "ratio": t_ours / t_sk,

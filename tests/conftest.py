@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,27 +12,13 @@ import torch
 os.environ.setdefault("SSL_DATA_DIR", "/nonexistent-ssl-data")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
 
 def write_fake_cifar(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
-    """CIFAR-10's python layout (cifar-10-batches-py: 5 data batches, test_batch, batches.meta),
-    pickled dicts of rows 1024 R | 1024 G | 1024 B, as shared/tools/make_fake_cifar.py writes."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {
-            "batch_label": name,
-            "labels": rng.integers(0, 10, per_batch).tolist(),
-            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-            "filenames": [f"img_{i:05d}.png" for i in range(per_batch)],
-        }
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": CIFAR_CLASSES, "num_cases_per_batch": per_batch, "num_vis": 3072}, f)
-    return root
+    """CIFAR-10's python layout (cifar-10-batches-py: 5 data batches, test_batch, batches.meta) with
+    random pixels, tiny by default; the benchmark's own writer, so both read the same format."""
+    from ssl_core.bench import write_fake_cifar as write
+
+    return write(root, per_batch, seed)
 
 
 @pytest.fixture
