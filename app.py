@@ -513,7 +513,7 @@ with gr.Blocks(title="SSL Playground", analytics_enabled=False) as demo:  # offl
     stop_btn.click(stop_training, None, start_msg, api_name="stop_training")
     gr.api(training_status, api_name="training_status", queue=False)
     timer.tick(poll, seen_version, [seen_version, job_status, progress, loss_plot, metric_plot, log, results, active_md],
-               api_visibility="private", show_progress="hidden", concurrency_limit=None)
+               api_visibility="private", show_progress="hidden", queue=False)  # a snapshot copy: no need to wait in line
 
 
 LAUNCH_KWARGS: dict[str, Any] = {

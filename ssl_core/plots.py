@@ -52,6 +52,9 @@ def metric_curve(history: Sequence[dict], title: str, baseline: Optional[dict] =
     for key, value in (baseline or {}).items():
         fig.add_hline(y=value, line_dash="dot", line_color="#888",
                       annotation_text=f"random-init {METRIC_NAMES.get(key, key)} {value:.1%}", annotation_position="bottom right")
+    if not history:
+        fig.add_annotation(text="measured after each epoch", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                           font={"color": "#888"})
     fig.update_xaxes(title_text="epoch", rangemode="tozero")
     # Zoom to where the numbers are: 96% vs 99% is the story, and a 0-100% axis flattens it.
     values = [h[k] for h in history for k in keys if k in h] + list((baseline or {}).values())
