@@ -91,9 +91,12 @@ def test_predict_rotation_names_the_turn(client, images) -> None:
 
 
 def test_predict_rotation_latency(client, images) -> None:
-    """Median over 30 calls, connection already open. gradio_client polls its message queue in
-    50 ms sleeps, so its figure has a floor of ~100 ms whatever the app does; the same call over
-    plain HTTP (upload, then /gradio_api/run/predict_rotation) shows what the app itself costs."""
+    """Median over 30 calls, Client already made. gradio_client has fixed costs of its own: it
+    waits for the answer by polling a message deque in 50 ms sleeps (gradio_client/utils.py,
+    stream_sse_v1plus), and each of its HTTP calls makes a fresh httpx client whose SSL context
+    loads the CA bundle (~30 ms, even for http://). The lean client (no output downloads,
+    ssl_verify=False, which changes nothing on http://) shows the floor; plain HTTP (upload, then
+    /gradio_api/run/predict_rotation) shows what the app itself costs. docs/benchmarks.md has the figures."""
     import httpx
     from gradio_client import Client
 
@@ -107,6 +110,11 @@ def test_predict_rotation_latency(client, images) -> None:
     def via_client_no_downloads() -> None:
         answer_only.predict(_upload(upload), api_name="/predict_rotation")
 
+    lean = Client(client.src, verbose=False, download_files=False, ssl_verify=False)
+
+    def via_lean_client() -> None:
+        lean.predict(_upload(upload), api_name="/predict_rotation")
+
     http = httpx.Client(base_url=client.src)
 
     def via_http() -> None:
@@ -118,7 +126,7 @@ def test_predict_rotation_latency(client, images) -> None:
 
     medians = {}
     for name, call in (("gradio_client", via_client), ("gradio_client without image downloads", via_client_no_downloads),
-                       ("plain HTTP", via_http)):
+                       ("gradio_client lean", via_lean_client), ("plain HTTP", via_http)):
         call()  # warm-up
         samples = []
         for _ in range(30):
@@ -131,6 +139,7 @@ def test_predict_rotation_latency(client, images) -> None:
     # The issue's target is 50 ms; shared CI cores and the client's polling get looser bounds.
     assert medians["plain HTTP"] < 200
     assert medians["gradio_client"] < 600
+    assert medians["gradio_client lean"] < 300
 
 
 def test_bad_upload_gives_a_readable_message(client, tmp_path) -> None:
