@@ -14,6 +14,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import sys
 import threading
 import time
@@ -32,6 +33,11 @@ SHIPPED_DIR = REPO_ROOT / "checkpoints"
 ACTIVE_FILE = "active.json"
 MAX_LOSS_POINTS = 400  # per-step losses kept for the live curve; older ones are averaged in pairs
 MAX_LOG_LINES = 200
+# Finished runs kept in the runs folder besides the active ones. A public demo trains all day; each
+# run is ~2 MB plus its uploaded images, so without a bound the disk fills. Env SSL_MAX_RUNS.
+MAX_RUNS = int(os.environ.get("SSL_MAX_RUNS", "12"))
+UPLOADS = "uploads"  # runs_dir/uploads/zip-*: extracted zips, the data of folder runs
+UPLOAD_GRACE_S = 120.0  # a zip extracted this recently may belong to a start in progress: keep it
 
 
 def run_and_save(cfg: TrainConfig, out: str | os.PathLike, on_event: Optional[EventFn] = None,
@@ -120,6 +126,11 @@ class ModelRegistry:
             self._chosen[task] = str(Path(path).resolve())
             self._write_active()
         return active
+
+    def active_paths(self) -> set[Path]:
+        """The runs chosen as active models (resolved); the shipped ones are not in runs_dir."""
+        with self._lock:
+            return {Path(p).resolve() for p in self._chosen.values()}
 
     def reset(self, task: str) -> ActiveModel:
         """Go back to the shipped checkpoint for `task`."""
@@ -268,6 +279,16 @@ class TrainingJob:
             traceback.print_exc()
             self._finish("failed", f"Training failed unexpectedly: {type(exc).__name__}: {exc}. The previous model is kept.",
                          error=f"{type(exc).__name__}: {exc}")
+        finally:
+            # While this thread runs no other start is accepted, so nothing being set up is swept away.
+            with self._lock:
+                finished = self._state.status == "finished"
+            if not finished and cfg.data_dir:
+                _remove_upload(self.runs_dir, Path(cfg.data_dir))  # nothing saved needs this run's zip
+            try:
+                prune_runs(self.runs_dir, self.registry.active_paths())
+            except OSError as exc:  # housekeeping must never turn a finished run into a failure
+                print(f"ssl_core.jobs: could not prune {self.runs_dir}: {exc}", file=sys.stderr)
 
     def _finish(self, status: str, message: str, error: str = "") -> None:
         with self._lock:
@@ -334,3 +355,59 @@ class TrainingJob:
 def _run_name(cfg: TrainConfig, dataset: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset).strip("-") or "data"
     return f"{cfg.task}-{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# ----------------------------------------------------------------------------------- housekeeping
+def prune_runs(runs_dir: str | os.PathLike, keep: set[Path], max_runs: int = MAX_RUNS,
+               grace_s: float = UPLOAD_GRACE_S) -> list[Path]:
+    """Delete old runs and unneeded uploads from `runs_dir`; returns what was removed.
+
+    Kept: the runs in `keep` (the active models), the newest `max_runs` other runs, every extracted
+    zip a kept run was trained on (the app re-reads its held-out images for maps and neighbours),
+    and zips extracted in the last `grace_s` seconds. Only folders this module and the app made are
+    touched: run folders (with a card.json) directly inside, and `uploads/zip-*`.
+    """
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    keep = {Path(p).resolve() for p in keep}
+    runs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and (d / "card.json").is_file()),
+                  key=lambda d: d.stat().st_mtime, reverse=True)
+    others = [d for d in runs if d.resolve() not in keep]
+    removed = others[max(max_runs, 0):]
+    kept_runs = [d for d in runs if d not in removed]
+    needed = {u for u in (_upload_of(root, _card_data_dir(d)) for d in kept_runs) if u is not None}
+    now = time.time()
+    uploads = root / UPLOADS
+    if uploads.is_dir():
+        removed += [u for u in uploads.iterdir() if u.is_dir() and u.name.startswith("zip-")
+                    and u.resolve() not in needed and now - u.stat().st_mtime > grace_s]
+    for d in removed:
+        shutil.rmtree(d, ignore_errors=True)
+    return removed
+
+
+def _card_data_dir(run: Path) -> Optional[Path]:
+    try:
+        value = json.loads((run / "card.json").read_text()).get("config", {}).get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(value) if isinstance(value, str) and value else None
+
+
+def _upload_of(runs_dir: Path, data_dir: Optional[Path]) -> Optional[Path]:
+    """The uploads/zip-* folder holding `data_dir` (the folder itself or one inside it), else None."""
+    if data_dir is None:
+        return None
+    uploads = (runs_dir / UPLOADS).resolve()
+    path = data_dir.resolve()
+    if not path.is_relative_to(uploads) or path == uploads:
+        return None
+    top = uploads / path.relative_to(uploads).parts[0]
+    return top if top.name.startswith("zip-") else None
+
+
+def _remove_upload(runs_dir: Path, data_dir: Path) -> None:
+    top = _upload_of(runs_dir, data_dir)
+    if top is not None:
+        shutil.rmtree(top, ignore_errors=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -19,6 +21,18 @@ def write_fake_cifar(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
     from ssl_core.bench import write_fake_cifar as write
 
     return write(root, per_batch, seed)
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """A function giving a TCP port on 127.0.0.1 that is free now, for launching the app."""
+
+    def pick() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    return pick
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import socket
 import statistics
 import time
 from pathlib import Path
@@ -22,20 +21,14 @@ pytestmark = pytest.mark.slow
 ANGLES = ["0°", "90°", "180°", "270°"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def app_module(tmp_path_factory):
+def app_module(tmp_path_factory, free_port):
     os.environ["SSL_RUNS_DIR"] = str(tmp_path_factory.mktemp("runs"))
     os.environ["SSL_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))  # maps computed afresh, not read from ~/.cache
     import app
 
     app = importlib.reload(app)  # a fresh registry and job bound to the temporary runs folder
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(), quiet=True)
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     yield app
     app.JOB.stop()
     app.demo.close()

@@ -13,7 +13,6 @@ import json
 import os
 import pickle
 import shutil
-import socket
 import statistics
 import time
 import zipfile
@@ -44,15 +43,12 @@ def runs(tmp_path_factory, shipped_checkpoints: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_module(runs: Path):
+def app_module(runs: Path, free_port):
     os.environ["SSL_RUNS_DIR"] = str(runs)
     import app
 
     app = importlib.reload(app)  # a fresh registry and job bound to the temporary runs folder
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     yield app
     app.JOB.stop()
     app.JOB.wait(30)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from ssl_core.jobs import MAX_LOSS_POINTS, ModelRegistry, TrainingJob
+from ssl_core.jobs import MAX_LOSS_POINTS, ModelRegistry, TrainingJob, prune_runs
 from ssl_core.train import TrainConfig
 
 
@@ -126,3 +128,74 @@ def test_data_progress_updates_one_log_line(registry: ModelRegistry) -> None:
     job._log_locked("extracted")
     job._on_data_progress("decoding CIFAR-10 data_batch_1", 0.0)
     assert len(job.snapshot().log) == 3
+
+
+def _fake_run(runs: Path, shipped: Path, name: str, age_s: float, data_dir: str | None = None) -> Path:
+    run = runs / name
+    shutil.copytree(shipped / "digits-siamese", run)
+    card = json.loads((run / "card.json").read_text())
+    card["config"]["data_dir"] = data_dir
+    (run / "card.json").write_text(json.dumps(card))
+    t = time.time() - age_s
+    os.utime(run, (t, t))
+    return run
+
+
+def _fake_upload(runs: Path, tag: str, age_s: float) -> Path:
+    images = runs / "uploads" / f"zip-{tag}" / "my-photos"
+    images.mkdir(parents=True)
+    (images / "a.png").write_bytes(b"png")
+    t = time.time() - age_s
+    os.utime(runs / "uploads" / f"zip-{tag}", (t, t))
+    return images
+
+
+def test_prune_keeps_active_newest_and_the_data_they_need(tmp_path: Path, shipped_checkpoints: Path) -> None:
+    runs = tmp_path / "runs"
+    data_old, data_new, orphan = (_fake_upload(runs, t, 3600) for t in ("old", "new", "orphan"))
+    fresh = _fake_upload(runs, "fresh", 5)  # just extracted for a start in progress
+    active = _fake_run(runs, shipped_checkpoints, "siamese-folder-old", 5000, str(data_old))
+    newest = [_fake_run(runs, shipped_checkpoints, f"siamese-digits-{i}", 100 * i) for i in range(1, 3)]
+    with_data = _fake_run(runs, shipped_checkpoints, "siamese-folder-new", 50, str(data_new))
+    stale = [_fake_run(runs, shipped_checkpoints, f"siamese-digits-old{i}", 4000 + i) for i in range(3)]
+    (runs / ".siamese-x.tmp-1").mkdir()  # another writer's temp folder: not ours to judge
+
+    removed = prune_runs(runs, {active}, max_runs=3)
+
+    assert set(removed) == set(stale) | {orphan.parent}
+    for kept in [active, with_data, *newest, data_old, data_new, fresh, runs / ".siamese-x.tmp-1"]:
+        assert kept.exists(), kept
+    for gone in removed:
+        assert not gone.exists()
+    assert prune_runs(runs, {active}, max_runs=3) == []  # nothing more to do
+
+
+@pytest.mark.slow
+def test_uploads_of_runs_that_saved_nothing_are_deleted(registry: ModelRegistry) -> None:
+    from PIL import Image
+
+    job = TrainingJob(registry)
+    uploads = registry.runs_dir / "uploads"
+    # A failed run (one class cannot make Siamese pairs) and a stopped run leave no data behind...
+    one_class = uploads / "zip-failed" / "photos" / "cats"
+    one_class.mkdir(parents=True)
+    for i in range(8):
+        Image.new("RGB", (40, 40), (i * 30, 100, 200)).save(one_class / f"{i}.png")
+    assert job.start(TrainConfig(task="siamese", dataset="folder", data_dir=str(one_class.parent), epochs=1))[0]
+    assert job.wait(60) and job.snapshot().status == "failed"
+    assert not (uploads / "zip-failed").exists()
+    two_class = uploads / "zip-kept" / "photos"
+    for c, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+        (two_class / c).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (36, 36), tuple(min(255, v + 5 * i) for v in colour)).save(two_class / c / f"{i}.png")
+    shutil.copytree(uploads / "zip-kept", uploads / "zip-stopped")
+    assert job.start(TrainConfig(task="rotation", dataset="folder", data_dir=str(uploads / "zip-stopped" / "photos"), epochs=500))[0]
+    _wait_for(job, lambda s: s.step > 0)
+    job.stop()
+    assert job.wait(30) and job.snapshot().status == "stopped"
+    assert not (uploads / "zip-stopped").exists()
+    # ...while a finished run keeps its data: the app re-reads its held-out images for maps.
+    assert job.start(TrainConfig(task="siamese", dataset="folder", data_dir=str(two_class), epochs=1))[0]
+    assert job.wait(60) and job.snapshot().status == "finished", job.snapshot().log
+    assert (two_class / "red" / "0.png").exists()
