@@ -280,7 +280,8 @@ class TrainingJob:
             self._finish("failed", f"Training failed unexpectedly: {type(exc).__name__}: {exc}. The previous model is kept.",
                          error=f"{type(exc).__name__}: {exc}")
         finally:
-            # While this thread runs no other start is accepted, so nothing being set up is swept away.
+            # A start accepted from here on is not swept away: its zip is younger than the grace
+            # period, and its checkpoint is written under a hidden temp name prune_runs skips.
             with self._lock:
                 finished = self._state.status == "finished"
             if not finished and cfg.data_dir:
