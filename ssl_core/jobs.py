@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import TASKS
-from .checkpoints import Checkpoint, CheckpointError, load_checkpoint, make_card, save_checkpoint
+from .checkpoints import CARD, Checkpoint, CheckpointError, load_checkpoint, make_card, read_card, save_checkpoint
 from .data import DataError, load_dataset
 from .train import Event, EventFn, TrainConfig, TrainingError, TrainResult, train
 
@@ -372,7 +372,7 @@ def prune_runs(runs_dir: str | os.PathLike, keep: set[Path], max_runs: int = MAX
     if not root.is_dir():
         return []
     keep = {Path(p).resolve() for p in keep}
-    runs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and (d / "card.json").is_file()),
+    runs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and (d / CARD).is_file()),
                   key=lambda d: d.stat().st_mtime, reverse=True)
     others = [d for d in runs if d.resolve() not in keep]
     removed = others[max(max_runs, 0):]
@@ -390,9 +390,10 @@ def prune_runs(runs_dir: str | os.PathLike, keep: set[Path], max_runs: int = MAX
 
 def _card_data_dir(run: Path) -> Optional[Path]:
     try:
-        value = json.loads((run / "card.json").read_text()).get("config", {}).get("data_dir")
-    except (OSError, ValueError, AttributeError):
-        return None
+        config = read_card(run).get("config")
+    except (CheckpointError, OSError):
+        return None  # an unreadable card names no data to keep
+    value = config.get("data_dir") if isinstance(config, dict) else None
     return Path(value) if isinstance(value, str) and value else None
 
 
