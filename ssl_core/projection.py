@@ -265,20 +265,26 @@ def _compute(method: str, x: np.ndarray, fingerprint: str) -> _Entry:
         center, components = _pca(x, 2)
         coords = _pad2((x - center) @ components.T)
         return _Entry("pca", coords.astype(np.float32), fingerprint, center, components, empty, 0.0)
-    from openTSNE import TSNE
-
     if x.shape[1] > PCA_DIMS and len(x) > PCA_DIMS:
         center, components = _pca(x, PCA_DIMS)
     else:
         center, components = x.mean(axis=0), np.zeros((0, x.shape[1]), dtype=np.float32)
     entry = _Entry("tsne", empty, fingerprint, center, components, empty, min(PERPLEXITY, (len(x) - 1) / 3))
     reference = entry.project(x).astype(np.float32)
-    tsne = TSNE(n_components=2, perplexity=entry.perplexity, early_exaggeration_iter=EXAGGERATION_ITERATIONS,
-                n_iter=TSNE_ITERATIONS - EXAGGERATION_ITERATIONS, initialization="pca", n_jobs=tsne_threads(len(x)),
-                ints_in_interval=FFT_INTS_IN_INTERVAL, random_state=RANDOM_STATE)
-    fitted = tsne.fit(reference, affinities=_affinities(reference, entry.perplexity))
+    fitted = make_tsne(len(x), entry.perplexity).fit(reference, affinities=_affinities(reference, entry.perplexity))
     entry.coords, entry.reference, entry.live = np.asarray(fitted, dtype=np.float32), reference, fitted
     return entry
+
+
+def make_tsne(n_points: int, perplexity: float, **overrides: object) -> object:
+    """openTSNE's TSNE set up as every map here is made. `overrides` replace settings, only to
+    measure alternatives against it (bench/tsne_grid.py)."""
+    from openTSNE import TSNE
+
+    settings = dict(n_components=2, perplexity=perplexity, early_exaggeration_iter=EXAGGERATION_ITERATIONS,
+                    n_iter=TSNE_ITERATIONS - EXAGGERATION_ITERATIONS, initialization="pca",
+                    n_jobs=tsne_threads(n_points), ints_in_interval=FFT_INTS_IN_INTERVAL, random_state=RANDOM_STATE)
+    return TSNE(**{**settings, **overrides})
 
 
 def tsne_threads(n: int) -> int:
