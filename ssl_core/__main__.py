@@ -7,12 +7,17 @@ import sys
 from typing import Optional
 
 from . import DATASETS, TASKS
+from .models import ARCHS
 
 
 def format_metrics(metrics: dict) -> str:
-    """One line of held-out metrics, the same wording in the CLI and the app."""
-    keys = ["rotation_accuracy", "knn_accuracy", "knn_accuracy_random_init", "pair_auc", "pair_accuracy", "threshold"]
-    parts = [f"{k}={metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float)]
+    """One line of held-out metrics for the terminal, each trained value beside its random-init baseline."""
+    keys = ["rotation_accuracy", "linear_probe_accuracy", "knn_accuracy", "pair_auc", "pair_accuracy", "threshold"]
+    parts = []
+    for k in keys:
+        if isinstance(metrics.get(k), float):
+            base = metrics.get(f"{k}_random_init")
+            parts.append(f"{k}={metrics[k]:.4f}" + (f" (random init {base:.4f})" if isinstance(base, float) else ""))
     return ", ".join(parts) if parts else metrics.get("note", "no metrics")
 
 
@@ -24,8 +29,9 @@ def train_command(args: argparse.Namespace) -> int:
     from .train import TrainConfig, TrainingError
 
     try:
-        cfg = TrainConfig(task=args.task, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
-                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+        cfg = TrainConfig(task=args.task, dataset=args.dataset, data_dir=args.data_dir, arch=args.arch, epochs=args.epochs,
+                          batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, seed=args.seed,
+                          device=args.device, precision=args.precision)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -33,7 +39,10 @@ def train_command(args: argparse.Namespace) -> int:
 
     def on_event(e) -> None:  # noqa: ANN001
         nonlocal bar
-        if e.kind == "start":
+        if e.kind == "data":
+            print(f"\r{e.message}\033[K", end="", file=sys.stderr, flush=True)
+        elif e.kind == "start":
+            print(file=sys.stderr)
             print(e.message, file=sys.stderr)
             bar = tqdm(total=e.total_steps, unit="step", file=sys.stderr, dynamic_ncols=True)
         elif e.kind == "step" and bar is not None:
@@ -51,7 +60,7 @@ def train_command(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    print(f"{cfg.task} on {result.dataset.name} (test split, {result.metrics.get('test_images')} images), "
+    print(f"{cfg.task} on {result.dataset.source or result.dataset.name} (test split, {result.metrics.get('test_images')} images), "
           f"{result.seconds:.1f} s: {format_metrics(result.metrics)} -> {path}")
     return 0
 
@@ -62,12 +71,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     t = sub.add_parser("train", help="train a model and write a checkpoint folder")
     t.add_argument("--task", choices=TASKS, required=True)
     t.add_argument("--dataset", choices=DATASETS, default="digits")
-    t.add_argument("--data-dir", help="CIFAR-10 root (holding cifar-10-batches-py) or the image folder")
-    t.add_argument("--epochs", type=int)
+    t.add_argument("--data-dir", help="CIFAR-10 root (cifar-10-batches-py, or train/ and test/ class folders) or the image folder")
+    t.add_argument("--arch", choices=sorted(ARCHS), help="encoder (default: simple for digits, convnet for photos)")
+    t.add_argument("--epochs", type=int, help="default: the recipe's for this dataset and task")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
+    t.add_argument("--optimizer", choices=("adam", "sgd"))
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    t.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 on CUDA and on CPUs with AMX or AVX512-BF16, else fp32")
     t.add_argument("--out", required=True, help="checkpoint folder to write")
     t.set_defaults(func=train_command)
     try:

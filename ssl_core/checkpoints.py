@@ -49,16 +49,20 @@ class Checkpoint:
 
 
 def make_card(model: SSLModel, config: dict, dataset: str, class_names: list[str], metrics: dict,
-              history: Optional[list] = None, seconds: float = 0.0) -> dict:
+              history: Optional[list] = None, seconds: float = 0.0, source: str = "",
+              evaluation: Optional[dict] = None) -> dict:
     return {
         "format": FORMAT,
         "task": model.args.task,
         "dataset": dataset,
+        "dataset_source": source or dataset,  # "CIFAR-10 (JPEG copy)": which copy the numbers come from
+        "arch": model.args.arch,
         "class_names": list(class_names),
         "model_args": model.args.to_dict(),
         "config": config,
         "metrics": metrics,
         "metrics_split": "test",  # every number in metrics is measured on the held-out split
+        "evaluation": evaluation or {},  # how each metric was measured
         "history": history or [],
         "seconds": round(seconds, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -1,16 +1,19 @@
 """Every image source becomes the same thing: an `ImageSet` of uint8 (N,3,32,32) tensors.
 
-Sources: scikit-learn's bundled digits (the offline default), CIFAR-10 (torchvision download with
-its md5 check, or an existing `cifar-10-batches-py` folder), and a folder of the user's own images.
-Decoded once and cached as tensors; never re-read per sample.
+Sources: scikit-learn's bundled digits (the offline default), CIFAR-10 (the official python batches,
+downloaded with their md5 check, or image folders `train/<class>/`, `test/<class>/`), and a folder
+of the user's own images. Decoded once and cached as tensors (safetensors, never pickle); a set
+that comes with its own train/test split keeps it, so metrics are on its official test images.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -23,8 +26,10 @@ from .images import IMAGE_SUFFIXES, ImageError, to_model_image
 DIGITS_CLASSES = [str(d) for d in range(10)]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR10_FOLDER = "cifar-10-batches-py"
-# Folder datasets: enough to train on, small enough to decode in seconds.
-MAX_FOLDER_IMAGES = 20_000
+# Folder datasets: room for all of CIFAR-10 as image files (60,000), decoded in about 20 s on 2 cores.
+MAX_FOLDER_IMAGES = 100_000
+TEST_FOLDERS = ("test", "val")  # a folder holding train/ and one of these keeps that split
+DECODE_THREADS = min(4, os.cpu_count() or 1)  # PIL releases the GIL while decoding
 
 ProgressFn = Callable[[str, float], None]
 
@@ -41,12 +46,18 @@ class ImageSet:
     labels: Optional[torch.Tensor]  # int64 (N,), or None for an unlabeled folder
     class_names: list[str]  # index -> name; empty when unlabeled
     name: str  # "digits", "cifar10" or "folder:<name>", shown next to every metric
+    # True for the images of the set's own test split (CIFAR-10's 10,000 test images, a folder's
+    # test/); None when the set has none and `split` draws a seeded one.
+    test_mask: Optional[torch.Tensor] = None
+    source: str = ""  # where the pixels came from, for the card: "CIFAR-10 (JPEG copy)"
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4 or tuple(self.images.shape[1:]) != (3, 32, 32):
             raise ValueError(f"images must be uint8 (N,3,32,32), got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels is not None and len(self.labels) != len(self.images):
             raise ValueError("labels and images differ in length")
+        if self.test_mask is not None and (self.test_mask.dtype != torch.bool or len(self.test_mask) != len(self.images)):
+            raise ValueError("test_mask must be a bool tensor with one entry per image")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -57,7 +68,8 @@ class ImageSet:
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
         labels = None if self.labels is None else self.labels[index]
-        return ImageSet(self.images[index], labels, self.class_names, self.name)
+        mask = None if self.test_mask is None else self.test_mask[index]
+        return ImageSet(self.images[index], labels, self.class_names, self.name, mask, self.source)
 
 
 @dataclass(frozen=True)
@@ -67,11 +79,18 @@ class Split:
 
 
 def split(data: ImageSet, test_fraction: float = 0.2, seed: int = 0) -> Split:
-    """Fixed, seeded train/test split, stratified by class when there are labels.
+    """The set's own split when it has one (`test_mask`), else a fixed, seeded, stratified one.
 
-    Stratified so a 10-image class never lands wholly in one side; the same seed always gives the
+    A published split is what results are compared on, so it wins over `test_fraction`. Otherwise
+    stratified so a 10-image class never lands wholly in one side; the same seed always gives the
     same split, so the app, the CLI and the tests report metrics on the same held-out images.
     """
+    if data.test_mask is not None:
+        test_i = torch.nonzero(data.test_mask).flatten()
+        train_i = torch.nonzero(~data.test_mask).flatten()
+        if len(test_i) == 0 or len(train_i) == 0:
+            raise DataError(f"{data.name}: its train/test split leaves one side empty.")
+        return Split(data.subset(train_i), data.subset(test_i))
     if not 0.0 < test_fraction < 1.0:
         raise ValueError("test_fraction must be between 0 and 1")
     if len(data) < 4:
@@ -119,44 +138,38 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
-def _cifar_cache_key(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(folder.iterdir()):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
-    return h.hexdigest()[:16]
-
-
 def load_cifar10(
     root: Optional[str | os.PathLike] = None,
     download: bool = True,
     verify: bool = True,
     progress: Optional[ProgressFn] = None,
 ) -> ImageSet:
-    """CIFAR-10's 60,000 images (train then test batches) from `root/cifar-10-batches-py`.
+    """CIFAR-10's 60,000 images with the official split: 50,000 train, the 10,000 test images held out.
 
-    `verify=True` (always, outside tests) checks torchvision's md5 sums, so a half-downloaded or
-    tampered folder is refused. Decoded tensors are cached next to the folder for instant reloads.
+    `root` holds either the official `cifar-10-batches-py` (downloaded when absent and `download`)
+    or image folders `train/<class>/`, `test/<class>/` (a JPEG or PNG copy). `verify=True` (always,
+    outside tests) checks the official files' md5 sums, so a half-downloaded or tampered folder is
+    refused. Decoded tensors are cached, so a second load takes a second or two.
     """
     root = Path(root or default_data_dir())
+    if split_folders(root) is not None:
+        return _cifar10_from_folders(root, progress)
     folder = root / CIFAR10_FOLDER
     if download and not folder.is_dir():
         _download_cifar10(root, progress)
     if not folder.is_dir():
         raise DataError(
-            f"CIFAR-10 is not available: no '{CIFAR10_FOLDER}' folder in {root.resolve()} and no download "
-            "was possible. Put an extracted copy there, or use the offline 'digits' dataset."
+            f"CIFAR-10 is not available: no '{CIFAR10_FOLDER}' folder and no train/ and test/ image folders in "
+            f"{root.resolve()}, and no download was possible. Put an extracted copy there, or use the offline "
+            "'digits' dataset."
         )
     if verify:
         _verify_cifar10(root)
-    cache = root / f".cifar10-{_cifar_cache_key(folder)}.pt"
-    if cache.is_file():
-        try:
-            saved = torch.load(cache, weights_only=True)  # tensors only: no code can run
-            return ImageSet(saved["images"], saved["labels"], list(CIFAR10_CLASSES), "cifar10")
-        except Exception:  # noqa: BLE001 - a damaged cache is simply rebuilt
-            cache.unlink(missing_ok=True)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    key = _fingerprint(folder, [(n, folder / n) for n in names + ["batches.meta"] if (folder / n).is_file()])
+    cached = _read_cache(key)
+    if cached is not None:
+        return cached
     parts = []
     for i, name in enumerate(names):
         if progress:
@@ -169,13 +182,28 @@ def load_cifar10(
             raise DataError(f"CIFAR-10 file {folder / name} is damaged ({exc}); delete the folder and download again.") from exc
     images = torch.from_numpy(np.concatenate([p[0] for p in parts]))
     labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+    test_mask = torch.zeros(len(images), dtype=torch.bool)
+    test_mask[len(images) - len(parts[-1][0]):] = True  # test_batch comes last
     class_names = list(CIFAR10_CLASSES)
     meta = folder / "batches.meta"
     if meta.is_file():
         with open(meta, "rb") as f:
             class_names = list(pickle.load(f, encoding="latin1").get("label_names", class_names))
-    _atomic_torch_save({"images": images, "labels": labels}, cache)
-    return ImageSet(images, labels, class_names, "cifar10")
+    data = ImageSet(images, labels, class_names, "cifar10", test_mask, "CIFAR-10 (official python batches)")
+    _write_cache(key, data)
+    return data
+
+
+def _cifar10_from_folders(root: Path, progress: Optional[ProgressFn]) -> ImageSet:
+    data = load_folder(root, progress)
+    if sorted(data.class_names) != sorted(CIFAR10_CLASSES):
+        raise DataError(
+            f"{root}: train/ should hold CIFAR-10's ten class folders ({', '.join(CIFAR10_CLASSES)}); "
+            f"found {', '.join(data.class_names) or 'none'}. Use the 'folder' dataset for other images."
+        )
+    suffixes = {f.suffix.lower() for f in (root / "test" / data.class_names[0]).iterdir()}
+    kind = "JPEG" if suffixes & {".jpg", ".jpeg"} else "image-folder"
+    return ImageSet(data.images, data.labels, data.class_names, "cifar10", data.test_mask, f"CIFAR-10 ({kind} copy)")
 
 
 def _verify_cifar10(root: Path) -> None:
@@ -266,63 +294,166 @@ def _download_cifar10(root: Path, progress: Optional[ProgressFn]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+# ---------------------------------------------------------------------------------- tensor cache
+def tensor_cache_dir() -> Path:
+    return default_data_dir() / "tensors"
+
+
+def _fingerprint(root: Path, files: list[tuple[str, Path]]) -> str:
+    """Names, sizes and modification times of a set's files: any change there means a new decode."""
+    h = hashlib.sha256(str(root.resolve()).encode())
+    for rel, f in files:
+        st = f.stat()
+        h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:24]
+
+
+def _read_cache(key: str) -> Optional[ImageSet]:
+    """The decoded set saved under `key`, or None. safetensors holds tensors only: nothing runs on load."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = tensor_cache_dir() / f"{key}.safetensors"
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        t = load_file(str(path))
+        return ImageSet(t["images"], t.get("labels"), json.loads(meta["class_names"]), meta["name"],
+                        t.get("test_mask"), meta.get("source", ""))
+    except (SafetensorError, OSError, KeyError, ValueError):
+        path.unlink(missing_ok=True)  # damaged or from an older layout: decode again
+        return None
+
+
+def _write_cache(key: str, data: ImageSet) -> None:
+    """Save atomically (temp file + rename); a cache that cannot be written only costs a decode."""
+    from safetensors.torch import save_file
+
+    tensors = {"images": data.images.contiguous()}
+    if data.labels is not None:
+        tensors["labels"] = data.labels.contiguous()
+    if data.test_mask is not None:
+        tensors["test_mask"] = data.test_mask.contiguous()
+    meta = {"class_names": json.dumps(data.class_names), "name": data.name, "source": data.source}
+    path = tensor_cache_dir() / f"{key}.safetensors"
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------- folder
+def split_folders(root: Path) -> Optional[tuple[Path, Path]]:
+    """(train, test) when `root` holds `train/` and `test/` (or `val/`): a split the set comes with."""
+    test = next((root / n for n in TEST_FOLDERS if (root / n).is_dir()), None)
+    return (root / "train", test) if (root / "train").is_dir() and test is not None else None
+
+
 def load_folder(path: str | os.PathLike, progress: Optional[ProgressFn] = None) -> ImageSet:
     """The user's own images. Class sub-folders give labels; a flat folder is unlabeled.
 
-    Files that are not images are skipped (and counted in the name); nothing outside `path` is read
+    A folder with `train/` and `test/` (or `val/`) keeps that split, classes named by the
+    sub-folders of `train/`. Files that are not images are skipped; nothing outside `path` is read
     because symlinks that leave it are ignored.
     """
     root = Path(path).resolve()
     if not root.is_dir():
         raise DataError(f"Image folder not found: {path}")
-    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    entries: list[tuple[Path, int]] = []
-    if subdirs:
-        for label, d in enumerate(subdirs):
-            entries += [(f, label) for f in _image_files(d, root)]
-        class_names = [d.name for d in subdirs]
+    parts = split_folders(root)
+    if parts is None:
+        entries, class_names, labeled = _class_entries(root, root, None)
+        in_test = [False] * len(entries)
     else:
-        entries = [(f, -1) for f in _image_files(root, root)]
-        class_names = []
+        entries, class_names, labeled = _class_entries(parts[0], root, None)
+        test_entries, _, _ = _class_entries(parts[1], root, class_names if labeled else [])
+        in_test = [False] * len(entries) + [True] * len(test_entries)
+        entries += test_entries
     if len(entries) > MAX_FOLDER_IMAGES:
-        entries = entries[:MAX_FOLDER_IMAGES]
-    images, labels, skipped = [], [], 0
-    for i, (f, label) in enumerate(entries):
-        if progress and i % 200 == 0:
-            progress(f"reading images from {root.name}", i / max(1, len(entries)))
-        try:
-            images.append(to_model_image(f))
-            labels.append(label)
-        except ImageError:
-            skipped += 1
-    if not images:
+        raise DataError(f"{root.name} holds {len(entries):,} images; at most {MAX_FOLDER_IMAGES:,} can be used. "
+                        "Use a smaller selection.")
+    key = _fingerprint(root, [(str(f.relative_to(root)), f) for f, _ in entries])
+    cached = _read_cache(key)
+    if cached is not None:
+        return cached
+    images = _decode_all([f for f, _ in entries], root.name, progress)
+    ok = [i for i, img in enumerate(images) if img is not None]
+    if not ok:
         raise DataError(f"No readable images in {root.name} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
-    labeled = bool(subdirs)
+    labels = [entries[i][1] for i in ok]
     if labeled:
         used = sorted(set(labels))
         remap = {old: new for new, old in enumerate(used)}
         class_names = [class_names[u] for u in used]
         labels = [remap[x] for x in labels]
-    return ImageSet(
-        torch.stack(images),
+    test_mask = torch.tensor([in_test[i] for i in ok], dtype=torch.bool) if parts is not None else None
+    source = f"folder {root.name}" + (" (its own train/test split)" if parts is not None else "")
+    data = ImageSet(
+        torch.stack([images[i] for i in ok]),
         torch.tensor(labels, dtype=torch.int64) if labeled else None,
         class_names,
         f"folder:{root.name}",
+        test_mask,
+        source,
     )
+    _write_cache(key, data)
+    return data
+
+
+def _class_entries(d: Path, root: Path, classes: Optional[list[str]]) -> tuple[list[tuple[Path, int]], list[str], bool]:
+    """Image files under `d` with class indices from its sub-folders (or -1 when `d` is flat).
+
+    `classes` fixes the names to use (a test folder follows its train folder); a test sub-folder
+    whose class the training split lacks is refused rather than silently dropped.
+    """
+    subdirs = sorted(x for x in d.iterdir() if x.is_dir() and not x.name.startswith("."))
+    if classes and not subdirs:
+        raise DataError(f"{d.name}/ needs the same class sub-folders as train/.")
+    if not subdirs or classes == []:
+        return [(f, -1) for f in _image_files(d, root)], [], False
+    names = [x.name for x in subdirs] if classes is None else classes
+    unknown = [x.name for x in subdirs if x.name not in names]
+    if unknown:
+        raise DataError(f"{d.name}/ has classes that train/ lacks: {', '.join(unknown)}.")
+    entries = [(f, names.index(x.name)) for x in subdirs for f in _image_files(x, root)]
+    return entries, list(names), True
 
 
 def _image_files(d: Path, root: Path) -> list[Path]:
+    """Image files under `d`, sorted; a symlink counts only if it stays inside `root`."""
     out = []
-    for f in sorted(d.rglob("*")):
-        if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() and f.resolve().is_relative_to(root):
+    for dirpath, dirnames, filenames in os.walk(d):  # does not descend into linked folders
+        dirnames.sort()
+        for name in sorted(filenames):
+            f = Path(dirpath) / name
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if f.is_symlink() and not (f.resolve().is_relative_to(root) and f.resolve().is_file()):
+                continue
             out.append(f)
+    return out
+
+
+def _decode_all(files: list[Path], label: str, progress: Optional[ProgressFn]) -> list[Optional[torch.Tensor]]:
+    """Every file through `to_model_image` (None where it is not a readable image), on a few threads."""
+
+    def one(f: Path) -> Optional[torch.Tensor]:
+        try:
+            return to_model_image(f)
+        except ImageError:
+            return None
+
+    out: list[Optional[torch.Tensor]] = []
+    chunk = 2000
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        for i in range(0, len(files), chunk):
+            if progress:
+                progress(f"decoding images in {label}: {i:,} of {len(files):,}", i / max(1, len(files)))
+            out += list(pool.map(one, files[i : i + chunk]))
     return out
 
 

@@ -25,7 +25,8 @@ from typing import Optional
 
 from . import TASKS
 from .checkpoints import CARD, Checkpoint, CheckpointError, load_checkpoint, make_card, read_card, save_checkpoint
-from .data import DataError, load_dataset
+from .data import DataError
+from .evaluate import PROTOCOL
 from .train import Event, EventFn, TrainConfig, TrainingError, TrainResult, train
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +48,7 @@ def run_and_save(cfg: TrainConfig, out: str | os.PathLike, on_event: Optional[Ev
     if result.stopped:
         return result, None
     card = make_card(result.model, cfg.to_dict(), result.dataset.name, result.dataset.class_names,
-                     result.metrics, result.history, result.seconds)
+                     result.metrics, result.history, result.seconds, result.dataset.source, PROTOCOL)
     return result, save_checkpoint(out, result.model, card)
 
 
@@ -259,10 +260,6 @@ class TrainingJob:
     # ------------------------------------------------------------------ thread
     def _run(self, cfg: TrainConfig, stop: threading.Event) -> None:
         try:
-            if cfg.dataset == "cifar10":
-                # The first use downloads 170 MB and decodes it to a tensor cache; doing it here with
-                # a progress callback shows that in the browser. train() then reads the cache.
-                load_dataset("cifar10", cfg.data_dir, progress=self._on_data_progress)
             out = self.runs_dir / _run_name(cfg, self._state.dataset)
             result, path = run_and_save(cfg, out, self._on_event, stop)
             if path is None:
@@ -311,6 +308,9 @@ class TrainingJob:
             self._progress_line = True
 
     def _on_event(self, e: Event) -> None:
+        if e.kind == "data":
+            self._on_data_progress(e.message, e.metrics.get("fraction", 0.0))
+            return
         with self._lock:
             s = self._state
             if e.kind == "start":

@@ -21,13 +21,36 @@ from .augment import all_rotations, normalize, sample_pairs, shift_flip, simclr_
 from .data import ImageSet, Split, load_dataset, split
 from .evaluate import embed, evaluate, knn_accuracy, rotation_accuracy
 from .losses import contrastive_loss, nt_xent_loss
-from .models import SSLModel, build_model
+from .models import ARCHS, SSLModel, build_model
 
-# Per-task defaults, tuned on digits to meet the quality floors within a minute on 2 CPU cores.
-DEFAULT_EPOCHS = {"rotation": 20, "siamese": 12, "simclr": 20}
-DEFAULT_LR = {"rotation": 1e-3, "siamese": 1e-3, "simclr": 2e-3}
-DEFAULT_BATCH = {"rotation": 32, "siamese": 128, "simclr": 256}
 EPOCH_EVAL_IMAGES = 2000  # per-epoch curves use at most this many images; the final eval uses all
+
+# Recipes: the defaults for each kind of data and task, filled into every TrainConfig field left
+# None and so written on the card. "digits" (8x8 ink drawings) was tuned to meet its floors within
+# a minute; "photos" (CIFAR-10 and users' folders) follows RotNet and SimCLR for 32x32 photos, with
+# epochs sized to about 30 minutes on 2 CPU cores (docs/benchmarks.md).
+RECIPES: dict[str, dict[str, dict]] = {
+    "digits": {
+        "rotation": dict(arch="simple", epochs=20, batch_size=32, lr=1e-3, optimizer="adam", weight_decay=0.0,
+                         warmup=0.0, max_shift=0.06, flip=False, crop_min_scale=0.35),
+        "siamese": dict(arch="simple", epochs=12, batch_size=128, lr=1e-3, optimizer="adam", weight_decay=0.0,
+                        warmup=0.0, max_shift=0.0, flip=False, crop_min_scale=0.35),
+        "simclr": dict(arch="simple", epochs=20, batch_size=256, lr=2e-3, optimizer="adam", weight_decay=0.0,
+                       warmup=0.0, max_shift=0.0, flip=False, crop_min_scale=0.35),
+    },
+    "photos": {
+        "rotation": dict(arch="convnet", epochs=8, batch_size=128, lr=4e-3, optimizer="adam", weight_decay=5e-5,
+                         warmup=0.05, max_shift=0.125, flip=True, crop_min_scale=0.2),
+        "siamese": dict(arch="convnet", epochs=10, batch_size=256, lr=4e-3, optimizer="adam", weight_decay=5e-5,
+                        warmup=0.05, max_shift=0.125, flip=True, crop_min_scale=0.2),
+        "simclr": dict(arch="convnet", epochs=12, batch_size=256, lr=4e-3, optimizer="adam", weight_decay=5e-5,
+                       warmup=0.05, max_shift=0.0, flip=True, crop_min_scale=0.2),
+    },
+}
+
+
+def recipe_for(dataset: str, task: str) -> dict:
+    return dict(RECIPES["digits" if dataset == "digits" else "photos"][task])
 
 
 @dataclass
@@ -35,26 +58,31 @@ class TrainConfig:
     task: str = "rotation"  # rotation | siamese | simclr
     dataset: str = "digits"  # digits | cifar10 | folder
     data_dir: Optional[str] = None  # CIFAR-10 root or the image folder
-    epochs: Optional[int] = None  # passes over the training split; None = the task's default
+    arch: Optional[str] = None  # encoder, one of models.ARCHS; None (like every None below) = the recipe's
+    epochs: Optional[int] = None  # passes over the training split
     batch_size: Optional[int] = None  # source images per step (rotation sees 4x as many rotated)
-    lr: Optional[float] = None  # Adam learning rate; None = the task's default
+    lr: Optional[float] = None  # peak learning rate
+    optimizer: Optional[str] = None  # adam (AdamW) | sgd (momentum 0.9, Nesterov)
+    weight_decay: Optional[float] = None  # decoupled (AdamW) for adam, L2 for sgd; 0 for digits
+    warmup: Optional[float] = None  # share of steps with a linear warm-up before the cosine decay
+    max_shift: Optional[float] = None  # random shift, as a fraction of the side (rotation inputs, siamese pairs)
+    flip: Optional[bool] = None  # random left-right flips: on for photos, off for digits (a mirrored 2 is no 2)
+    crop_min_scale: Optional[float] = None  # smallest area share of a SimCLR random resized crop
     seed: int = 0  # model init, split, shuffling and augmentation: same seed, same run on the CPU
     device: str = "auto"  # auto picks CUDA when present
-    precision: str = "auto"  # auto | fp32 | bf16: bf16 autocast on CUDA and on CPUs with AMX units
-    test_fraction: float = 0.2  # held out from training, for every metric shown
+    precision: str = "auto"  # auto | fp32 | bf16: auto = bf16 on CUDA and on CPUs with bf16 units (AMX, AVX512-BF16)
+    test_fraction: float = 0.2  # held out when the data set has no test split of its own
     margin: float = 1.0  # contrastive loss margin (siamese)
     temperature: float = 0.5  # NT-Xent temperature (simclr)
-    positive_fraction: float = 0.5  # share of same-class pairs (siamese); the seed had ~10%
-    max_shift: float = 0.06  # random shift, as a fraction of the side, of rotation-task inputs
-    flip: bool = False  # horizontal flips in SimCLR views: off for digits (a flipped 2 is no 2)
+    positive_fraction: float = 0.5  # share of same-class pairs (siamese)
     max_train_images: Optional[int] = None  # cap the training split (quick demos on big sets)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}; got {self.task!r}")
-        self.epochs = DEFAULT_EPOCHS[self.task] if self.epochs is None else self.epochs
-        self.batch_size = DEFAULT_BATCH[self.task] if self.batch_size is None else self.batch_size
-        self.lr = DEFAULT_LR[self.task] if self.lr is None else self.lr
+        for name, value in recipe_for(self.dataset, self.task).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         validate(self)
 
     def to_dict(self) -> dict:
@@ -86,11 +114,15 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError("device must be auto, cpu or cuda")
     if cfg.precision not in ("auto", "fp32", "bf16"):
         raise ValueError("precision must be auto, fp32 or bf16")
+    if cfg.arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ARCHS)}; got {cfg.arch!r}")
+    if cfg.optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be adam or sgd; got {cfg.optimizer!r}")
 
 
 @dataclass
 class Event:
-    """A progress report. kind: start | step | epoch | done | stopped."""
+    """A progress report. kind: data (loading; metrics["fraction"]) | start | step | epoch | done | stopped."""
 
     kind: str
     epoch: int  # 1-based epoch being run (or just finished, for "epoch")
@@ -140,16 +172,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cpu_has_amx() -> bool:
-    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware: AMX tiles (Intel Sapphire Rapids and later) or
+    AVX512-BF16 (AMD Zen 4, Intel Cooper Lake). Without them oneDNN emulates bf16, several times
+    slower than fp32."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> Optional[torch.dtype]:
-    """bf16 where it pays: on CUDA, and on CPUs whose AMX units run bf16 convolutions ~2x faster
-    than fp32 (measured in docs/benchmarks.md); elsewhere fp32, where bf16 only adds conversions."""
+    """bf16 where the hardware runs it, else fp32 (where bf16 would only add slow conversions)."""
     if cfg.precision == "bf16":
         return torch.bfloat16
-    if cfg.precision == "auto" and (device.type == "cuda" or cpu_has_amx()):
+    if cfg.precision == "auto" and (device.type == "cuda" or cpu_has_bf16()):
         return torch.bfloat16
     return None
 
@@ -168,28 +203,80 @@ def prepare_data(cfg: TrainConfig, progress: Optional[Callable[[str, float], Non
     return data, parts
 
 
-class _Step:
-    """Builds one task batch from source indices and returns its loss; holds the task's randomness."""
+class TrainStep:
+    """One optimisation step of `cfg.task`, the same in `train()` and in every benchmark: build the
+    task's batch from source indices (batched augmentation), forward under autocast, loss, finite
+    check, backward, optimiser step, learning-rate schedule step.
 
-    def __init__(self, cfg: TrainConfig, model: SSLModel, images: torch.Tensor, labels: Optional[torch.Tensor], gen: torch.Generator) -> None:
-        self.cfg, self.model, self.images, self.labels, self.gen = cfg, model, images, labels, gen
+    `images` (uint8) and `labels` live on the model's device; the step holds the task's randomness
+    (`gen`), its optimiser and its schedule (warm-up, then cosine decay to zero at `total_steps`).
+    """
 
-    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.images[idx]
-        if self.cfg.task == "rotation":
-            rotated, targets = all_rotations(shift_flip(normalize(x), self.gen, self.cfg.max_shift))
+    def __init__(self, cfg: TrainConfig, model: SSLModel, images: torch.Tensor, labels: Optional[torch.Tensor],
+                 total_steps: int, gen: Optional[torch.Generator] = None) -> None:
+        self.cfg, self.model, self.images, self.labels = cfg, model, images, labels
+        self.gen = gen or torch.Generator().manual_seed(cfg.seed)
+        self.device = images.device
+        self.amp = autocast_dtype(cfg, self.device)
+        self.optimizer = make_optimizer(cfg, model)
+        warm = int(cfg.warmup * total_steps)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warm, total_steps))
+        self.steps = 0
+
+    def units(self, batch: int) -> int:
+        """Images through the network per step, for throughput: 4 turns each (rotation), 2 per pair or view."""
+        return 4 * batch if self.cfg.task == "rotation" else 2 * batch
+
+    def loss(self, idx: torch.Tensor) -> torch.Tensor:
+        """The task's loss on the source images `idx` (forward only)."""
+        cfg, x = self.cfg, self.images[idx]
+        if cfg.task == "rotation":
+            rotated, targets = all_rotations(shift_flip(normalize(x), self.gen, cfg.max_shift, cfg.flip))
             return F.cross_entropy(self.model(rotated.contiguous(memory_format=torch.channels_last)), targets)
-        if self.cfg.task == "siamese":
-            partners, same = sample_pairs(self.labels, idx, self.cfg.positive_fraction, self.gen)
-            both = self.model(normalize(torch.cat([x, self.images[partners]]))).float()
-            a, b = both.chunk(2)
-            return contrastive_loss(a, b, same.to(a.device), self.cfg.margin)
+        if cfg.task == "siamese":
+            partners, same = sample_pairs(self.labels, idx, cfg.positive_fraction, self.gen)
+            pairs = normalize(torch.cat([x, self.images[partners]]))
+            if cfg.max_shift > 0 or cfg.flip:
+                pairs = shift_flip(pairs, self.gen, cfg.max_shift, cfg.flip)  # two augmented views per pair
+            a, b = self.model(pairs.contiguous(memory_format=torch.channels_last)).float().chunk(2)
+            return contrastive_loss(a, b, same.to(a.device), cfg.margin)
         unit = x.float().div_(255.0)
-        v1 = simclr_views(unit, self.gen, flip=self.cfg.flip)
-        v2 = simclr_views(unit, self.gen, flip=self.cfg.flip)
-        z = self.model(torch.cat([v1, v2]).sub_(0.5).div_(0.5).contiguous(memory_format=torch.channels_last)).float()
+        views = [simclr_views(unit, self.gen, scale=(cfg.crop_min_scale, 1.0), flip=cfg.flip) for _ in range(2)]
+        z = self.model(torch.cat(views).sub_(0.5).div_(0.5).contiguous(memory_format=torch.channels_last)).float()
         z1, z2 = z.chunk(2)
-        return nt_xent_loss(z1, z2, self.cfg.temperature)
+        return nt_xent_loss(z1, z2, cfg.temperature)
+
+    def __call__(self, idx: torch.Tensor, epoch: int = 1) -> torch.Tensor:
+        """Take one step; returns the (detached) loss. Raises TrainingError when the loss is not finite."""
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            loss = self.loss(idx)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"The loss became {loss.item()} at epoch {epoch}, step {self.steps + 1}: training diverged. "
+                f"Try a lower learning rate than {self.cfg.lr:g}. The previous model is kept."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        self.steps += 1
+        return loss.detach()
+
+
+def make_optimizer(cfg: TrainConfig, model: SSLModel) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    # AdamW with weight_decay 0 takes exactly Adam's steps.
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up to the peak rate, then cosine decay to zero: the last epochs settle instead of
+    bouncing around at full rate, and BatchNorm nets survive a high peak rate at the start."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay = max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(step - warmup_steps, decay) / decay))
 
 
 def _probe(model: SSLModel, parts: Split, gen_seed: int) -> dict:
@@ -225,28 +312,31 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
     emit = on_event or (lambda e: None)
     stop = stop_event or threading.Event()
     device = resolve_device(cfg.device)
-    amp = autocast_dtype(cfg, device)
-    data, parts = prepare_data(cfg)
+
+    def on_data(message: str, fraction: float) -> None:
+        emit(Event("data", 0, cfg.epochs, 0, 0, 0.0, message=message, metrics={"fraction": fraction}))
+
+    data, parts = prepare_data(cfg, on_data)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.task).to(device)
+    model = build_model(cfg.task, arch=cfg.arch).to(device)
     baseline = copy.deepcopy(model).eval()  # the random-init encoder, for the side-by-side probe
-    # channels_last lets oneDNN (CPU) and cuDNN (GPU) pick their fast NHWC kernels: ~1.9x here.
+    # channels_last lets oneDNN (CPU) and cuDNN (GPU) pick their fast NHWC kernels.
     model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     images = parts.train.images.to(device)
     labels = None if parts.train.labels is None else parts.train.labels.to(device)
-    step_fn = _Step(cfg, model, images, labels, gen)
     n = len(images)
     batch = min(cfg.batch_size, n)
-    steps_per_epoch = max(1, n // batch)  # drop the ragged last batch: NT-Xent and BatchNorm-free steps stay comparable
+    steps_per_epoch = max(1, n // batch)  # drop the ragged last batch: NT-Xent and BatchNorm see full batches
     total = steps_per_epoch * cfg.epochs
-    # Cosine decay to zero: the last epochs settle instead of bouncing around at full rate.
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    step_fn = TrainStep(cfg, model, images, labels, total, gen)
     history: list[dict] = []
     start = time.perf_counter()
     step = 0
-    emit(Event("start", 1, cfg.epochs, 0, total, 0.0, message=f"{cfg.task} on {data.name}: {n} training images, {device.type}"))
+    precision = "bf16" if step_fn.amp is not None else "fp32"
+    emit(Event("start", 1, cfg.epochs, 0, total, 0.0,
+               message=f"{cfg.task} on {data.source or data.name}: {n:,} training and {len(parts.test):,} test images, "
+                       f"{cfg.arch} encoder, {device.type} {precision}"))
     try:
         for epoch in range(1, cfg.epochs + 1):
             order = torch.randperm(n, generator=gen).to(device)
@@ -256,20 +346,8 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
                 if stop.is_set():
                     emit(Event("stopped", epoch, cfg.epochs, step, total, time.perf_counter() - start, message="stopped by request"))
                     return TrainResult(model.eval(), cfg, {}, history, data, time.perf_counter() - start, stopped=True)
-                idx = order[i * batch : (i + 1) * batch]
-                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                    loss = step_fn(idx)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"The loss became {loss.item()} at epoch {epoch}, step {step + 1}: training diverged. "
-                        f"Try a lower learning rate than {cfg.lr:g}. The previous model is kept."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
+                loss = step_fn(order[i * batch : (i + 1) * batch], epoch)
                 step += 1
-                loss = loss.detach()
                 losses.append(loss)
                 emit(Event("step", epoch, cfg.epochs, step, total, time.perf_counter() - start, loss=float(loss)))
             epoch_loss = float(torch.stack(losses).mean())
