@@ -6,4 +6,9 @@ Never imports gradio: the app, the CLI and the tests all drive this package the 
 __version__ = "0.1.0"
 
 TASKS = ("rotation", "siamese", "simclr")
+TASK_TITLES = {
+    "rotation": "rotation prediction (RotNet)",
+    "siamese": "Siamese contrastive (pairs from labels)",
+    "simclr": "SimCLR (no labels)",
+}
 DATASETS = ("digits", "cifar10", "folder")

@@ -8,7 +8,7 @@ gets warm-up steps, then `--repeats` timed rounds of `--steps` steps; the median
 - seed: shared/seed's loops as `shared/tools/seed_bench.py` keeps them: torchvision CIFAR10,
   per-sample PIL rotate / random partner, ToTensor + Normalize, DataLoader (batch 64, no workers),
   its SimpleCNN in fp32, Adam 1e-3, its loss as written.
-- project: `ssl_core.train`'s own step (`_Step`, the code `train()` runs): uint8 images held as one
+- project: `ssl_core.train`'s own step (`TrainStep`, the code `train()` runs): uint8 images held as one
   tensor on the device, batched augmentation, channels_last, autocast per `autocast_dtype`, the
   task's default batch size, the same optimiser update and divergence check.
 
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from .data import CIFAR10_CLASSES, CIFAR10_FOLDER, load_dataset
 from .models import build_model
-from .train import TrainConfig, _Step, autocast_dtype, resolve_device
+from .train import TrainConfig, TrainStep, autocast_dtype, resolve_device
 
 BENCH_TASKS = ("rotation", "siamese")
 UNITS = {"rotation": "img/s", "siamese": "pairs/s"}
@@ -168,37 +168,30 @@ def seed_stepper(task: str, root: Path, device: torch.device) -> tuple[Callable[
 
 # --------------------------------------------------------------------------------- the project
 def project_stepper(task: str, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-                    batch_size: Optional[int] = None, seed: int = 0) -> tuple[Callable[[], int], str]:
-    """One call = one optimisation step exactly as `ssl_core.train.train` takes it; returns the units
-    processed (rotated images for rotation: 4 per source image; pairs for siamese)."""
-    cfg = TrainConfig(task=task, batch_size=batch_size, device=device.type, seed=seed)
-    amp = autocast_dtype(cfg, device)
+                    batch_size: Optional[int] = None, seed: int = 0, arch: str = "simple") -> tuple[Callable[[], int], str]:
+    """One call = one optimisation step exactly as `ssl_core.train.train` takes it (`TrainStep`, with
+    the CIFAR-10 recipe's augmentations); returns the units processed (rotated images for rotation:
+    4 per source image; pairs for siamese). `arch` defaults to the seed's SimpleCNN, so the ratio
+    to the seed measures the pipeline, not a different network."""
+    cfg = TrainConfig(task=task, dataset="cifar10", arch=arch, batch_size=batch_size, device=device.type, seed=seed)
     torch.manual_seed(seed)
-    model = build_model(task).to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    model = build_model(task, arch=cfg.arch).to(device).to(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(seed)
     images, labels = images.to(device), labels.to(device)
-    step_fn = _Step(cfg, model, images, labels, gen)
     n, batch = len(images), min(cfg.batch_size, len(images))
+    step_fn = TrainStep(cfg, model, images, labels, total_steps=10**9, gen=gen)  # the schedule stays near its peak
     order, pos = torch.randperm(n, generator=gen).to(device), 0
 
     def step() -> int:
         nonlocal order, pos
         if pos + batch > n:
             order, pos = torch.randperm(n, generator=gen).to(device), 0
-        idx = order[pos : pos + batch]
+        step_fn(order[pos : pos + batch])
         pos += batch
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            loss = step_fn(idx)
-        if not torch.isfinite(loss):  # train() checks every step; so does the benchmark
-            raise RuntimeError("the benchmark's training diverged")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
         return 4 * batch if task == "rotation" else batch
 
-    precision = "bf16 autocast" if amp == torch.bfloat16 else "fp32"
-    return step, f"batch {batch}, {precision}, channels_last, batched tensor augmentation"
+    precision = "bf16 autocast" if step_fn.amp == torch.bfloat16 else "fp32"
+    return step, f"{cfg.arch} encoder, batch {batch}, {precision}, channels_last, batched tensor augmentation"
 
 
 # -------------------------------------------------------------------------------------- timing

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import TASKS, __version__
+from .errors import UserError
 from .models import ModelArgs, SSLModel
 
 WEIGHTS = "model.safetensors"
@@ -32,7 +33,7 @@ FORMAT = 1
 MAX_HEADER = 10 * 1024 * 1024  # a safetensors header larger than this is not one of ours
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used; the message says what is wrong with it."""
 
 

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from .errors import UserError
 from .images import IMAGE_SUFFIXES, ImageError, to_model_image
 
 DIGITS_CLASSES = [str(d) for d in range(10)]
@@ -34,7 +35,7 @@ DECODE_THREADS = min(4, os.cpu_count() or 1)  # PIL releases the GIL while decod
 ProgressFn = Callable[[str, float], None]
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A data set that cannot be loaded; the message says what to do about it."""
 
 

@@ -8,6 +8,7 @@ scikit-learn; the linear probe is a softmax regression fitted with L-BFGS in tor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.neighbors import KNeighborsClassifier
 
+from . import TASKS
 from .augment import all_rotations, normalize, sample_pairs
 from .data import ImageSet
 from .models import SSLModel
@@ -24,6 +26,31 @@ KNN_K = 5
 EVAL_PAIRS = 2000
 PROBE_WEIGHT_DECAY = 1e-4  # L2 on the probe's weights: keeps L-BFGS from chasing separable data
 PROBE_MAX_ITER = 300
+@dataclass(frozen=True)
+class Metric:
+    """How a held-out metric is named and shown, everywhere: CLI summary, app tables, plots."""
+
+    key: str  # the card's metrics key; its baseline is f"{key}_random_init"
+    label: str  # what a user reads
+    percent: bool  # shown as 97.4% (else as 0.998)
+    tasks: tuple[str, ...]  # the tasks whose cards carry it
+
+
+METRICS = (
+    Metric("rotation_accuracy", "rotation accuracy (each test image in all 4 turns)", True, ("rotation",)),
+    Metric("linear_probe_accuracy", "linear probe accuracy (frozen encoder features)", True, TASKS),
+    Metric("knn_accuracy", "5-NN classification accuracy of the embedding", True, TASKS),
+    Metric("pair_auc", "pair ROC-AUC (distance separates same/different class)", False, ("siamese", "simclr")),
+    Metric("pair_accuracy", "pair accuracy at the calibrated threshold", True, ("siamese", "simclr")),
+)
+METRIC_BY_KEY = {m.key: m for m in METRICS}
+
+
+def format_metric(key: str, value: float) -> str:
+    m = METRIC_BY_KEY.get(key)
+    return f"{value:.1%}" if m is None or m.percent else f"{value:.3f}"
+
+
 # What each metric means, written on every card so a number is never read without its protocol.
 PROTOCOL = {
     "split": "every metric is measured on the test split; probes and the threshold are fitted on the training split",

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import UserError
+
 SIZE = 32
 # A 40-megapixel phone photo decodes fine; a crafted 1-gigapixel PNG of a few KB must not.
 MAX_PIXELS = 64_000_000
@@ -24,7 +26,7 @@ MAX_BYTES = 30 * 1024 * 1024
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An input that cannot be used as an image; the message is meant for the user."""
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from . import TASKS
 from .augment import all_rotations, normalize, sample_pairs, shift_flip, simclr_views
 from .data import ImageSet, Split, load_dataset, split
+from .errors import UserError
 from .evaluate import embed, evaluate, knn_accuracy, rotation_accuracy
 from .losses import contrastive_loss, nt_xent_loss
 from .models import ARCHS, SSLModel, build_model
@@ -149,7 +150,7 @@ class Event:
 EventFn = Callable[[Event], None]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training could not go on (diverged, out of memory, unusable data); the message says why."""
 
 
@@ -222,10 +223,6 @@ class TrainStep:
         warm = int(cfg.warmup * total_steps)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warm, total_steps))
         self.steps = 0
-
-    def units(self, batch: int) -> int:
-        """Images through the network per step, for throughput: 4 turns each (rotation), 2 per pair or view."""
-        return 4 * batch if self.cfg.task == "rotation" else 2 * batch
 
     def loss(self, idx: torch.Tensor) -> torch.Tensor:
         """The task's loss on the source images `idx` (forward only)."""

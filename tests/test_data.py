@@ -51,10 +51,47 @@ def test_fake_cifar_loads_in_real_layout(fake_cifar):
         row = pickle.load(f, encoding="latin1")["data"][0]
     assert torch.equal(data.images[0, 0].flatten(), torch.from_numpy(row[:1024]))
     assert torch.equal(data.images[0, 2, 31], torch.from_numpy(row[3072 - 32:]))
-    # Cached as tensors after the first decode; the cache gives the same data.
-    assert list(fake_cifar.glob(".cifar10-*.pt"))
+    # The official split: the last batch file (test_batch) is the test split, whatever the seed.
+    assert data.test_mask.tolist() == [False] * 100 + [True] * 20
+    parts = split(data, 0.5, seed=7)
+    assert len(parts.train) == 100 and len(parts.test) == 20
+    assert torch.equal(parts.test.images, data.images[100:])
+    assert data.source == "CIFAR-10 (official python batches)"
+
+
+def test_decoded_sets_are_cached_as_safetensors(fake_cifar, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSL_DATA_DIR", str(tmp_path / "cache"))
+    data = load_cifar10(fake_cifar, download=False, verify=False)
+    (cached,) = (tmp_path / "cache" / "tensors").glob("*.safetensors")
+    assert cached.read_bytes()[8:9] == b"{"  # a safetensors header, not a pickle
+    monkeypatch.setattr("ssl_core.data._cifar_batch", lambda path: pytest.fail("decoded again instead of cached"))
     again = load_cifar10(fake_cifar, download=False, verify=False)
     assert torch.equal(again.images, data.images) and torch.equal(again.labels, data.labels)
+    assert torch.equal(again.test_mask, data.test_mask) and again.class_names == data.class_names
+    assert again.source == data.source
+    # A damaged cache is not trusted: it is deleted and the data decoded again.
+    cached.write_bytes(b"garbage")
+    monkeypatch.undo()
+    monkeypatch.setenv("SSL_DATA_DIR", str(tmp_path / "cache"))
+    assert torch.equal(load_cifar10(fake_cifar, download=False, verify=False).images, data.images)
+
+
+def test_folder_with_its_own_split_keeps_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSL_DATA_DIR", str(tmp_path / "cache"))
+    for part, n in (("train", 4), ("val", 2)):
+        for i in range(n):
+            _save(tmp_path / "set" / part / "cats" / f"{i}.png", (200, 10, 10))
+            _save(tmp_path / "set" / part / "dogs" / f"{i}.png", (10, 10, 200))
+    data = load_folder(tmp_path / "set")
+    assert data.class_names == ["cats", "dogs"] and len(data) == 12
+    parts = split(data, 0.5, 0)
+    assert len(parts.train) == 8 and len(parts.test) == 4
+    assert parts.test.labels.tolist() == [0, 0, 1, 1]
+    assert "own train/test split" in data.source
+    # A test class the training split lacks cannot be scored: refused with the names.
+    _save(tmp_path / "set" / "val" / "birds" / "0.png", (0, 200, 0))
+    with pytest.raises(DataError, match="classes that train/ lacks: birds"):
+        load_folder(tmp_path / "set")
 
 
 def test_fake_cifar_refused_by_checksum_in_normal_use(fake_cifar):

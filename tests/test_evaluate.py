@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from ssl_core.evaluate import calibrate_threshold, fixed_pairs, knn_accuracy, pair_metrics
+from ssl_core.evaluate import calibrate_threshold, fixed_pairs, knn_accuracy, linear_probe_accuracy, pair_metrics
 
 
 def test_threshold_separates_clean_distances():
@@ -29,3 +29,27 @@ def test_fixed_pairs_are_fixed_and_balanced():
     a2, b2, s2 = fixed_pairs(labels)
     assert torch.equal(a1, a2) and torch.equal(b1, b2) and torch.equal(s1, s2)
     assert 0.45 < s1.mean() < 0.55
+
+
+def test_linear_probe_matches_a_reference_logistic_regression():
+    # Ten noisy Gaussian classes in 32-d, features on very different scales (standardisation matters).
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(10, 32, generator=gen) * 1.5
+    scale = torch.logspace(-2, 2, 32)
+    y = torch.randint(0, 10, (3000,), generator=gen)
+    x = (centres[y] + torch.randn(3000, 32, generator=gen)) * scale
+    ours = linear_probe_accuracy(x[:2000], y[:2000], x[2000:], y[2000:])
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x[:2000].numpy())
+    ref = LogisticRegression(max_iter=2000).fit(scaler.transform(x[:2000].numpy()), y[:2000].numpy())
+    reference = ref.score(scaler.transform(x[2000:].numpy()), y[2000:].numpy())
+    assert reference > 0.5  # a task with something to learn, far above chance (0.1)
+    assert abs(ours - reference) < 0.02, (ours, reference)
+
+
+def test_linear_probe_at_chance_on_noise():
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(2000, 16, generator=gen), torch.randint(0, 4, (2000,), generator=gen)
+    assert linear_probe_accuracy(x[:1500], y[:1500], x[1500:], y[1500:]) < 0.35

@@ -47,7 +47,7 @@ def poison_weights_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
         built.append(model)
         return model
 
-    real_step = engine._Step.__call__
+    real_loss = engine.TrainStep.loss
     calls = {"n": 0}
 
     def step_then_poison(self, idx):
@@ -55,10 +55,10 @@ def poison_weights_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
             with torch.no_grad():
                 built[-1].head.weight[0, 0] = float("nan")
         calls["n"] += 1
-        return real_step(self, idx)
+        return real_loss(self, idx)
 
     monkeypatch.setattr(engine, "build_model", build_and_watch)
-    monkeypatch.setattr(engine._Step, "__call__", step_then_poison)
+    monkeypatch.setattr(engine.TrainStep, "loss", step_then_poison)
 
 
 # ------------------------------------------------------------------------------- loss turns NaN
@@ -99,7 +99,7 @@ def test_out_of_memory_suggests_a_smaller_batch(job: TrainingJob, monkeypatch: p
     def no_memory(self, idx):
         raise error
 
-    monkeypatch.setattr(engine._Step, "__call__", no_memory)
+    monkeypatch.setattr(engine.TrainStep, "loss", no_memory)
     before = active_sha(job, "siamese")
     assert job.start(TrainConfig(**TINY, batch_size=512), who="test")[0]
     snap = finish(job)
@@ -112,7 +112,7 @@ def test_other_runtime_errors_are_not_mistaken_for_memory(monkeypatch: pytest.Mo
     def broken(self, idx):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
-    monkeypatch.setattr(engine._Step, "__call__", broken)
+    monkeypatch.setattr(engine.TrainStep, "loss", broken)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         train(TrainConfig(**TINY))
 

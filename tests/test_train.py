@@ -32,10 +32,14 @@ def test_cli_defaults_meet_quality_floors(task, tmp_path, capsys):
         assert m[key] >= floor, (key, m)
     assert 0 <= m["knn_accuracy_random_init"] <= 1
     if task == "simclr":
-        assert m["knn_accuracy"] >= m["knn_accuracy_random_init"] + 0.015, m
+        # On digits an untrained encoder's kNN is already ~0.97, so kNN leaves no room for a margin
+        # wider than the spread between CPUs; pair separation does (measured ~0.95 vs ~0.86).
+        assert m["pair_auc"] >= m["pair_auc_random_init"] + 0.04, m
     if task in ("siamese", "simclr"):
         assert {"pair_auc", "pair_accuracy", "threshold"} <= m.keys()
     assert card["task"] == task and card["dataset"] == "digits" and card["metrics_split"] == "test"
+    assert card["arch"] == "simple" and card["config"]["arch"] == "simple"  # the digits recipe
+    assert m["linear_probe_accuracy"] > 0.9 and "linear_probe_accuracy" in card["evaluation"]
     assert card["class_names"] == [str(i) for i in range(10)]
     assert len(card["history"]) == card["config"]["epochs"]
     summary = capsys.readouterr().out
@@ -106,18 +110,6 @@ def test_unlabeled_folder_trains_rotation_without_label_metrics(tmp_path):
     result = train(TrainConfig(task="rotation", dataset="folder", data_dir=str(tmp_path), epochs=1, batch_size=4))
     assert "rotation_accuracy" in result.metrics and "knn_accuracy" not in result.metrics
     assert "need class labels" in result.metrics["note"]
-
-
-@pytest.mark.parametrize("kw, msg", [
-    (dict(epochs=0), "epochs"),
-    (dict(batch_size=1), "batch_size"),
-    (dict(lr=5.0), "lr"),
-    (dict(lr=float("nan")), "lr"),
-    (dict(task="jigsaw"), "task"),
-])
-def test_config_validation_messages(kw, msg):
-    with pytest.raises(ValueError, match=msg):
-        TrainConfig(**kw)
 
 
 def test_cuda_requested_without_gpu_is_clear():

@@ -1,0 +1,100 @@
+"""CIFAR-10 for real: a slice of the shared JPEG copy (official split) through the loader and the engine.
+
+Skipped, with the reason, where `../shared/data` is not beside the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssl_core.data import CIFAR10_CLASSES, load_cifar10, load_dataset, split
+from ssl_core.images import to_model_image
+from ssl_core.train import TrainConfig, train
+
+SHARED_TAR = Path(os.environ.get("SSL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "cifar10-jpeg.tar.gz"
+TRAIN_PER_CLASS, TEST_PER_CLASS = 200, 100
+
+
+def _wanted(name: str) -> bool:
+    parts = name.split("/")  # cifar10-jpeg/<split>/<class>/<index>.jpg
+    if len(parts) != 4 or not parts[3].endswith(".jpg"):
+        return False
+    keep = TRAIN_PER_CLASS if parts[1] == "train" else TEST_PER_CLASS
+    return int(parts[3][:-4]) < keep
+
+
+@pytest.fixture(scope="session")
+def cifar_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """200 training and 100 test images per class, extracted from the shared copy into a temp folder."""
+    if not SHARED_TAR.is_file():
+        pytest.skip(f"the shared CIFAR-10 JPEG copy is not at {SHARED_TAR} (see ../shared/data/README.md)")
+    root = tmp_path_factory.mktemp("cifar10-slice")
+    with tarfile.open(SHARED_TAR, "r:gz") as tar:
+        for member in tar:  # streamed: the members are read in order, once
+            if member.isfile() and _wanted(member.name):
+                tar.extract(member, root, filter="data")
+    return root / "cifar10-jpeg"
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SSL_DATA_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_jpeg_copy_loads_with_the_official_split(cifar_slice: Path, cache_dir: Path) -> None:
+    data = load_cifar10(cifar_slice)
+    assert len(data) == 3000 and data.images.dtype == torch.uint8 and data.images.shape[1:] == (3, 32, 32)
+    assert data.class_names == CIFAR10_CLASSES and data.name == "cifar10"
+    assert data.source == "CIFAR-10 (JPEG copy)"
+    parts = split(data, test_fraction=0.5, seed=3)  # the set's own split wins over any fraction or seed
+    assert len(parts.train) == 2000 and len(parts.test) == 1000
+    assert torch.bincount(parts.test.labels).tolist() == [TEST_PER_CLASS] * 10
+    # The test split holds exactly the test/ files, decoded as any upload would be.
+    first_test_cat = to_model_image(cifar_slice / "test" / "cat" / "0000.jpg")
+    assert any(torch.equal(first_test_cat, img) for img in parts.test.images[parts.test.labels == 3])
+    assert not any(torch.equal(first_test_cat, img) for img in parts.train.images[parts.train.labels == 3])
+
+
+def test_jpeg_copy_is_decoded_once_then_read_from_the_cache(cifar_slice: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = load_dataset("cifar10", cifar_slice)
+    assert len(list((cache_dir / "tensors").glob("*.safetensors"))) == 1
+    monkeypatch.setattr("ssl_core.data.to_model_image", lambda f: pytest.fail("decoded again instead of cached"))
+    again = load_dataset("cifar10", cifar_slice)
+    assert torch.equal(again.images, first.images) and torch.equal(again.test_mask, first.test_mask)
+    assert again.source == "CIFAR-10 (JPEG copy)"
+
+
+def test_folder_without_cifar_classes_is_not_taken_for_cifar(tmp_path: Path, cache_dir: Path) -> None:
+    from PIL import Image
+
+    for part in ("train", "test"):
+        (tmp_path / part / "apples").mkdir(parents=True)
+        Image.new("RGB", (8, 8), "red").save(tmp_path / part / "apples" / "0.png")
+    with pytest.raises(Exception, match="ten class folders"):
+        load_cifar10(tmp_path)
+
+
+@pytest.mark.slow
+def test_short_rotation_run_learns_on_cifar(cifar_slice: Path, cache_dir: Path) -> None:
+    """The CIFAR-10 recipe (convnet, crops, flips, all four turns) on 2,000 training images, 3 epochs."""
+    result = train(TrainConfig(task="rotation", dataset="cifar10", data_dir=str(cifar_slice), epochs=3))
+    m = result.metrics
+    assert m["test_images"] == 1000 and m["train_images"] == 2000
+    assert result.config.arch == "convnet" and result.config.flip and result.config.max_shift > 0
+    # Chance is 0.25; measured ~0.60 here. The floor leaves room for other CPUs and seeds.
+    assert m["rotation_accuracy"] >= 0.45, m
+    assert {"linear_probe_accuracy", "linear_probe_accuracy_random_init", "knn_accuracy", "knn_accuracy_random_init"} <= m.keys()
+
+
+@pytest.mark.slow
+def test_short_siamese_run_separates_classes_better_than_random_init(cifar_slice: Path, cache_dir: Path) -> None:
+    result = train(TrainConfig(task="siamese", dataset="cifar10", data_dir=str(cifar_slice), epochs=4))
+    m = result.metrics
+    assert m["pair_auc"] >= m["pair_auc_random_init"] + 0.03, m
+    assert 0 <= m["pair_accuracy"] <= 1 and m["threshold"] > 0
