@@ -1,7 +1,7 @@
 """Pure, batched tensor augmentations: one call transforms a whole batch, on whatever device it is.
 
-No per-sample PIL: the seed's pipeline decoded, rotated and normalised each image in Python; here a
-batch of any size is one handful of tensor ops, on the GPU when the data lives there.
+A batch of any size is one handful of tensor ops (on the GPU when the data lives there), so the
+training step never waits on per-image Python code.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-MEAN, STD = 0.5, 0.5  # the seed's Normalize((0.5,), (0.5,)): pixels to [-1, 1]
+MEAN, STD = 0.5, 0.5  # pixels to [-1, 1], the scale every checkpoint was trained at
 
 
 def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -44,8 +44,8 @@ def sample_pairs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A partner for each anchor index: same class with probability `positive_fraction`, else another.
 
-    Returns (partner indices, same-class flags as float 1/0). The seed drew partners uniformly, which
-    on ten balanced classes gives ~10% positives; balancing them is what lets the loss learn "same".
+    Returns (partner indices, same-class flags as float 1/0). Uniform partners would give ~10%
+    positives on ten balanced classes; balancing them is what lets the loss learn "same".
     Works on any class sizes; a class with one member pairs with itself (a trivially positive pair).
     """
     device = labels.device
@@ -116,10 +116,10 @@ def simclr_views(
 def shift_flip(images: torch.Tensor, generator: Optional[torch.Generator] = None, max_shift: float = 0.125, flip: bool = False) -> torch.Tensor:
     """Random translation (up to `max_shift` of the side, edges replicated), optional left-right flip.
 
-    For the rotation task a shift keeps "up" where it was, so the rotation label stays true, and it
-    stops the network memorising the 1,438 training digits. Flips stay off there: a mirrored image
-    turned 90° is the original turned 270°, mirrored, so 90° and 270° would become ambiguous (measured:
-    held-out rotation accuracy fell from 0.95 to 0.78). Float (B,C,H,W) in, same shape out.
+    A shift keeps "up" where it was, so a rotation label applied afterwards stays true. A flip is
+    applied before the turn, so it keeps the label too; it suits photos, whose mirror images are
+    just as natural, but not digits: a mirrored digit turned 90° looks like the digit turned 270°,
+    and the two turns become hard to tell apart. Float (B,C,H,W) in, same shape out.
     """
     b = images.shape[0]
     dev, dt = images.device, images.dtype
@@ -151,6 +151,3 @@ def colour_jitter(x: torch.Tensor, strength: float, rand) -> torch.Tensor:  # no
     gray = _luma(x)
     return (x - gray) * factor() + gray
 
-
-def flip_lr(images: torch.Tensor) -> torch.Tensor:
-    return images.flip(-1)

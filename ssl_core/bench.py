@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import pickle
 import random
 import statistics
 import tempfile
@@ -38,9 +36,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import CIFAR10_CLASSES, CIFAR10_FOLDER, load_dataset
+from . import cifar_files
+from .data import load_dataset
 from .models import build_model
-from .train import TrainConfig, TrainStep, autocast_dtype, resolve_device
+from .train import TrainConfig, TrainStep, resolve_device
 
 BENCH_TASKS = ("rotation", "siamese")
 UNITS = {"rotation": "img/s", "siamese": "pairs/s"}
@@ -49,29 +48,6 @@ WARMUP_STEPS = 5
 
 
 # ------------------------------------------------------------------------------ synthetic data
-def write_fake_cifar(root: str | os.PathLike, per_batch: int = 2000, seed: int = 0) -> Path:
-    """`root/cifar-10-batches-py` in CIFAR-10's python layout (5 data batches, test_batch,
-    batches.meta; pickled dicts of rows 1024 R | 1024 G | 1024 B), filled with random pixels.
-
-    The files are ours, so their md5 sums are not CIFAR-10's: readers must be told to skip the check.
-    """
-    folder = Path(root) / CIFAR10_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {
-            "batch_label": name,
-            "labels": rng.integers(0, 10, per_batch).tolist(),
-            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-            "filenames": [f"img_{i:05d}.png" for i in range(per_batch)],
-        }
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": CIFAR10_CLASSES, "num_cases_per_batch": per_batch, "num_vis": 3072}, f)
-    return Path(root)
-
-
 @contextlib.contextmanager
 def _md5_check_skipped() -> Iterator[None]:
     """torchvision's CIFAR10 refuses our synthetic files (wrong md5). Skip its check only inside this
@@ -88,7 +64,7 @@ def _md5_check_skipped() -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------- the seed, as written
-def _seed_datasets(root: Path, task: str):  # noqa: ANN202 - torch Dataset subclasses, local on purpose
+def seed_datasets(root: Path, task: str):  # noqa: ANN202 - torch Dataset subclasses, local on purpose
     """The seed's datasets, unchanged in substance (random.choice of angle, uniform random partner)."""
     import torchvision.datasets.cifar as cifar
     import torchvision.transforms as transforms
@@ -138,7 +114,7 @@ def seed_stepper(task: str, root: Path, device: torch.device) -> tuple[Callable[
     returns the units it processed. The loader restarts when an epoch runs out."""
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(_seed_datasets(root, task), batch_size=SEED_BATCH, shuffle=True)
+    loader = DataLoader(seed_datasets(root, task), batch_size=SEED_BATCH, shuffle=True)
     model = _seed_cnn(4 if task == "rotation" else 128).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batches = iter(loader)
@@ -325,7 +301,7 @@ def bench_command(args: argparse.Namespace) -> int:
     tasks = [args.task] if args.task else list(BENCH_TASKS)
     results = []
     with tempfile.TemporaryDirectory(prefix="ssl-bench-") as tmp:
-        root = write_fake_cifar(tmp, per_batch=max(1, args.images // 5))
+        root = cifar_files.write_fake(tmp, per_batch=max(1, args.images // 5))
         print(f"synthetic CIFAR-10 in {root}: {5 * max(1, args.images // 5)} training images", flush=True)
         for task in tasks:
             c = compare(task, device, root, args.steps, args.repeats or 7, args.batch_size,

@@ -43,11 +43,6 @@ class Checkpoint:
     card: dict
     path: Path
 
-    @property
-    def label(self) -> str:
-        """How the UI names this model: task, dataset, folder."""
-        return f"{self.card['task']} · {self.card['dataset']} · {self.path.name}"
-
 
 def make_card(model: SSLModel, config: dict, dataset: str, class_names: list[str], metrics: dict,
               history: Optional[list] = None, seconds: float = 0.0, source: str = "",

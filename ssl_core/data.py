@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,22 +19,19 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .errors import UserError
+from . import cifar_files
+from .errors import DataError
 from .images import IMAGE_SUFFIXES, ImageError, to_model_image
 
 DIGITS_CLASSES = [str(d) for d in range(10)]
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-CIFAR10_FOLDER = "cifar-10-batches-py"
-# Folder datasets: room for all of CIFAR-10 as image files (60,000), decoded in about 20 s on 2 cores.
+CIFAR10_CLASSES = cifar_files.CLASSES
+CIFAR10_FOLDER = cifar_files.FOLDER
+# Folder datasets: room for all of CIFAR-10 as image files (60,000); beyond that, decoding keeps a user waiting.
 MAX_FOLDER_IMAGES = 100_000
 TEST_FOLDERS = ("test", "val")  # a folder holding train/ and one of these keeps that split
 DECODE_THREADS = min(4, os.cpu_count() or 1)  # PIL releases the GIL while decoding
 
 ProgressFn = Callable[[str, float], None]
-
-
-class DataError(UserError, RuntimeError):
-    """A data set that cannot be loaded; the message says what to do about it."""
 
 
 @dataclass(frozen=True)
@@ -129,16 +124,6 @@ def load_digits() -> ImageSet:
 
 
 # ------------------------------------------------------------------------------------- CIFAR-10
-def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    # CIFAR-10's own format is a pickle. It is only read from a folder the user or torchvision
-    # put there (md5-checked on download); nothing that ships with a model is ever unpickled.
-    with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
-    data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    labels = np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64)
-    return data, labels
-
-
 def load_cifar10(
     root: Optional[str | os.PathLike] = None,
     download: bool = True,
@@ -157,7 +142,7 @@ def load_cifar10(
         return _cifar10_from_folders(root, progress)
     folder = root / CIFAR10_FOLDER
     if download and not folder.is_dir():
-        _download_cifar10(root, progress)
+        cifar_files.download(root, progress)
     if not folder.is_dir():
         raise DataError(
             f"CIFAR-10 is not available: no '{CIFAR10_FOLDER}' folder and no train/ and test/ image folders in "
@@ -165,10 +150,10 @@ def load_cifar10(
             "'digits' dataset."
         )
     if verify:
-        _verify_cifar10(root)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    key = _fingerprint(folder, [(n, folder / n) for n in names + ["batches.meta"] if (folder / n).is_file()])
-    cached = _read_cache(key)
+        cifar_files.verify(root)
+    names = cifar_files.TRAIN_BATCHES + [cifar_files.TEST_BATCH]
+    key = fingerprint(folder, [(n, folder / n) for n in names + ["batches.meta"] if (folder / n).is_file()])
+    cached = read_cache(key)
     if cached is not None:
         return cached
     parts = []
@@ -176,7 +161,7 @@ def load_cifar10(
         if progress:
             progress(f"decoding CIFAR-10 {name}", i / len(names))
         try:
-            parts.append(_cifar_batch(folder / name))
+            parts.append(cifar_files.read_batch(folder / name))
         except FileNotFoundError as exc:
             raise DataError(f"CIFAR-10 folder {folder} is incomplete: {name} is missing.") from exc
         except Exception as exc:  # noqa: BLE001
@@ -185,13 +170,9 @@ def load_cifar10(
     labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
     test_mask = torch.zeros(len(images), dtype=torch.bool)
     test_mask[len(images) - len(parts[-1][0]):] = True  # test_batch comes last
-    class_names = list(CIFAR10_CLASSES)
-    meta = folder / "batches.meta"
-    if meta.is_file():
-        with open(meta, "rb") as f:
-            class_names = list(pickle.load(f, encoding="latin1").get("label_names", class_names))
-    data = ImageSet(images, labels, class_names, "cifar10", test_mask, "CIFAR-10 (official python batches)")
-    _write_cache(key, data)
+    data = ImageSet(images, labels, cifar_files.read_class_names(folder), "cifar10", test_mask,
+                    "CIFAR-10 (official python batches)")
+    write_cache(key, data)
     return data
 
 
@@ -207,100 +188,12 @@ def _cifar10_from_folders(root: Path, progress: Optional[ProgressFn]) -> ImageSe
     return ImageSet(data.images, data.labels, data.class_names, "cifar10", data.test_mask, f"CIFAR-10 ({kind} copy)")
 
 
-def _verify_cifar10(root: Path) -> None:
-    from torchvision.datasets import CIFAR10
-
-    bad = [name for name, md5 in CIFAR10.train_list + CIFAR10.test_list if not _md5_ok(root / CIFAR10_FOLDER / name, md5)]
-    if bad:
-        raise DataError(
-            f"CIFAR-10 files in {(root / CIFAR10_FOLDER).resolve()} failed their checksum ({', '.join(bad)}): "
-            "the copy is incomplete or altered. Delete the folder to download it again."
-        )
-
-
-def _md5_ok(path: Path, md5: str) -> bool:
-    from torchvision.datasets.utils import check_integrity
-
-    return check_integrity(str(path), md5)
-
-
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
-
-
-def _fetch(url: str, dest: Path, progress: Optional[ProgressFn], chunk: int = 1 << 20) -> None:
-    """Download `url` into `dest`, resuming a `.part` file left by an earlier, interrupted try.
-
-    The bytes go to `dest.part` and only a complete download is renamed to `dest`, so a failure
-    halfway never looks like a finished archive.
-    """
-    import urllib.request
-
-    part = dest.with_name(dest.name + ".part")
-    have = part.stat().st_size if part.is_file() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        if have and response.status != 206:  # the server ignored Range: start over
-            have = 0
-        total = have + int(response.headers.get("Content-Length") or 0)
-        with open(part, "ab" if have else "wb") as f:
-            done = have
-            while True:
-                block = response.read(chunk)
-                if not block:
-                    break
-                f.write(block)
-                done += len(block)
-                if progress and total:
-                    progress(f"downloading CIFAR-10: {done / 1e6:.0f} of {total / 1e6:.0f} MB", done / total)
-    if total and part.stat().st_size < total:
-        raise OSError(f"connection closed after {part.stat().st_size} of {total} bytes")
-    os.replace(part, dest)
-
-
-def _download_cifar10(root: Path, progress: Optional[ProgressFn]) -> None:
-    """Fetch CIFAR-10's archive (resumable, with progress), check torchvision's md5, then extract.
-
-    Extraction goes to a temporary folder renamed into place at the end, so an interrupted run
-    leaves no half-extracted `cifar-10-batches-py`; the archive's members are extracted with
-    tarfile's "data" filter, which refuses absolute paths, links and paths leaving the folder.
-    """
-    import tarfile
-
-    from torchvision.datasets import CIFAR10
-
-    root.mkdir(parents=True, exist_ok=True)
-    archive = root / CIFAR10_ARCHIVE
-    try:
-        if not (archive.is_file() and _md5_ok(archive, CIFAR10.tgz_md5)):
-            _fetch(CIFAR10_URL, archive, progress)
-    except Exception as exc:  # noqa: BLE001 - any network failure becomes one clear message
-        raise DataError(
-            f"CIFAR-10 could not be downloaded into {root.resolve()} ({type(exc).__name__}: {exc}). "
-            "Check the network and try again (the download resumes where it stopped), or use the offline "
-            "'digits' dataset."
-        ) from exc
-    if not _md5_ok(archive, CIFAR10.tgz_md5):
-        archive.unlink()
-        raise DataError("The downloaded CIFAR-10 archive failed its checksum and was deleted; try again.")
-    if progress:
-        progress("extracting CIFAR-10", 1.0)
-    tmp = root / f".extract-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(tmp, filter="data")
-        os.replace(tmp / CIFAR10_FOLDER, root / CIFAR10_FOLDER)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 # ---------------------------------------------------------------------------------- tensor cache
 def tensor_cache_dir() -> Path:
     return default_data_dir() / "tensors"
 
 
-def _fingerprint(root: Path, files: list[tuple[str, Path]]) -> str:
+def fingerprint(root: Path, files: list[tuple[str, Path]]) -> str:
     """Names, sizes and modification times of a set's files: any change there means a new decode."""
     h = hashlib.sha256(str(root.resolve()).encode())
     for rel, f in files:
@@ -309,7 +202,7 @@ def _fingerprint(root: Path, files: list[tuple[str, Path]]) -> str:
     return h.hexdigest()[:24]
 
 
-def _read_cache(key: str) -> Optional[ImageSet]:
+def read_cache(key: str) -> Optional[ImageSet]:
     """The decoded set saved under `key`, or None. safetensors holds tensors only: nothing runs on load."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
@@ -328,7 +221,7 @@ def _read_cache(key: str) -> Optional[ImageSet]:
         return None
 
 
-def _write_cache(key: str, data: ImageSet) -> None:
+def write_cache(key: str, data: ImageSet) -> None:
     """Save atomically (temp file + rename); a cache that cannot be written only costs a decode."""
     from safetensors.torch import save_file
 
@@ -377,8 +270,8 @@ def load_folder(path: str | os.PathLike, progress: Optional[ProgressFn] = None) 
     if len(entries) > MAX_FOLDER_IMAGES:
         raise DataError(f"{root.name} holds {len(entries):,} images; at most {MAX_FOLDER_IMAGES:,} can be used. "
                         "Use a smaller selection.")
-    key = _fingerprint(root, [(str(f.relative_to(root)), f) for f, _ in entries])
-    cached = _read_cache(key)
+    key = fingerprint(root, [(str(f.relative_to(root)), f) for f, _ in entries])
+    cached = read_cache(key)
     if cached is not None:
         return cached
     images = _decode_all([f for f, _ in entries], root.name, progress)
@@ -401,7 +294,7 @@ def load_folder(path: str | os.PathLike, progress: Optional[ProgressFn] = None) 
         test_mask,
         source,
     )
-    _write_cache(key, data)
+    write_cache(key, data)
     return data
 
 
@@ -485,7 +378,7 @@ _DIGITS: Optional[ImageSet] = None
 
 
 def _digits_cached() -> ImageSet:
-    # Decoding 1,797 tiny images takes ~0.3 s; the app asks for them on every tab.
+    # Decoded once per process: the app asks for them on every tab.
     global _DIGITS
     if _DIGITS is None:
         _DIGITS = load_digits()

@@ -14,8 +14,8 @@ def contrastive_loss(a: torch.Tensor, b: torch.Tensor, same: torch.Tensor, margi
 
         L = mean( same * d^2 + (1 - same) * max(0, margin - d)^2 ),  d = ||a - b||_2
 
-    The seed wrote the two terms the other way round while labelling 1 = same class, so it pushed
-    same-class pairs apart (pair ROC-AUC 0.56 on digits); here `same` multiplies the pull term.
+    `same` multiplies the pull term: swapping the two terms would push same-class pairs apart
+    (tests/test_losses.py checks the direction).
     """
     if a.shape != b.shape or a.dim() != 2:
         raise ValueError(f"a and b must both be (B, D); got {tuple(a.shape)} and {tuple(b.shape)}")

@@ -53,8 +53,8 @@ def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
 
 class ConvNetEncoder(nn.Module):
     """Four conv-BN-ReLU stages (width, 2w, 4w, 8w channels at 32, 16, 8, 4 pixels), global average
-    pool, then Linear(8w, feature_dim) + ReLU. About 2.5x SimpleCNN's multiply-adds per image; the
-    average pool makes its features independent of where in the picture an object sits."""
+    pool, then Linear(8w, feature_dim) + ReLU. The average pool makes its features independent of
+    where in the picture an object sits."""
 
     def __init__(self, width: int = 24, feature_dim: int = 128) -> None:
         super().__init__()
@@ -106,7 +106,7 @@ class SSLModel(nn.Module):
         return features
 
 
-DEFAULT_WIDTH = {"simple": 32, "convnet": 24}  # convnet: 24 measured as fast as SimpleCNN's 32 on a CPU
+DEFAULT_WIDTH = {"simple": 32, "convnet": 24}  # convnet at 24 costs a CPU about what SimpleCNN at 32 does
 
 
 def build_model(task: str, arch: str = "simple", **overrides: int) -> SSLModel:

@@ -18,9 +18,9 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def write_fake_cifar(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
     """CIFAR-10's python layout (cifar-10-batches-py: 5 data batches, test_batch, batches.meta) with
     random pixels, tiny by default; the benchmark's own writer, so both read the same format."""
-    from ssl_core.bench import write_fake_cifar as write
+    from ssl_core.cifar_files import write_fake
 
-    return write(root, per_batch, seed)
+    return write_fake(root, per_batch, seed)
 
 
 @pytest.fixture(scope="session")

@@ -44,10 +44,11 @@ def test_md5_check_stays_on_outside_the_bench(tmp_path) -> None:  # noqa: ANN001
     """The synthetic folder is refused by torchvision everywhere but inside the benchmark."""
     import torchvision.datasets.cifar as cifar
 
-    from ssl_core.bench import _seed_datasets, write_fake_cifar
+    from ssl_core.bench import seed_datasets
+    from ssl_core.cifar_files import write_fake as write_fake_cifar
 
     root = write_fake_cifar(tmp_path, per_batch=4)
-    assert len(_seed_datasets(root, "rotation")) == 20
+    assert len(seed_datasets(root, "rotation")) == 20
     with pytest.raises(RuntimeError, match="corrupted"):
         cifar.CIFAR10(str(root), train=True)
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import write_fake_cifar
-from ssl_core import data
+from ssl_core import cifar_files
 from ssl_core.data import DataError, load_cifar10
 
 
@@ -57,7 +57,7 @@ def server(tmp_path, monkeypatch):
 
     # The md5 check stays on; it is pointed at the fake archive's sum, as only a test may do.
     monkeypatch.setattr(CIFAR10, "tgz_md5", hashlib.md5(payload).hexdigest())
-    monkeypatch.setattr(data, "CIFAR10_URL", f"http://127.0.0.1:{httpd.server_port}/cifar-10-python.tar.gz")
+    monkeypatch.setattr(cifar_files, "URL", f"http://127.0.0.1:{httpd.server_port}/cifar-10-python.tar.gz")
     yield state
     httpd.shutdown()
 
