@@ -45,10 +45,12 @@ def rehash(folder: Path) -> None:
     set_card(folder, weights_sha256=checkpoints._sha256(folder / WEIGHTS))
 
 
-def test_shipped_checkpoints_load(shipped_checkpoints: Path) -> None:
+@pytest.mark.parametrize("dataset, arch", [("digits", "simple"), ("cifar10", "convnet")])
+def test_shipped_checkpoints_load(shipped_checkpoints: Path, dataset: str, arch: str) -> None:
     for task in ("rotation", "siamese", "simclr"):
-        ck = load_checkpoint(shipped_checkpoints / f"digits-{task}")
-        assert ck.card["task"] == task and not ck.model.training
+        ck = load_checkpoint(shipped_checkpoints / f"{dataset}-{task}")
+        assert ck.card["task"] == task and ck.card["dataset"] == dataset and not ck.model.training
+        assert ck.model.args.arch == arch
 
 
 @pytest.mark.parametrize("keep", [0, 5, 8, 100, 0.5, 0.999])

@@ -98,3 +98,28 @@ def test_short_siamese_run_separates_classes_better_than_random_init(cifar_slice
     m = result.metrics
     assert m["pair_auc"] >= m["pair_auc_random_init"] + 0.03, m
     assert 0 <= m["pair_accuracy"] <= 1 and m["threshold"] > 0
+
+
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+@pytest.mark.parametrize("task", ["rotation", "siamese", "simclr"])
+def test_shipped_cifar10_cards_meet_their_floors(task: str) -> None:
+    """The shipped models' own cards, measured on all 10,000 official test images when they were trained."""
+    import json
+
+    card = json.loads((SHIPPED / f"cifar10-{task}" / "card.json").read_text())
+    m = card["metrics"]
+    assert card["dataset"] == "cifar10" and card["dataset_source"] == "CIFAR-10 (JPEG copy)"
+    assert m["test_images"] == 10_000 and m["train_images"] == 50_000 and card["metrics_split"] == "test"
+    assert card["arch"] == "convnet" and card["config"]["epochs"] == len(card["history"])
+    assert "linear_probe_accuracy" in card["evaluation"]
+    if task == "rotation":
+        assert m["rotation_accuracy"] >= 0.80
+        assert m["linear_probe_accuracy"] >= m["linear_probe_accuracy_random_init"] + 0.10
+    elif task == "siamese":
+        assert m["pair_auc"] >= 0.85
+        assert m["knn_accuracy"] >= m["knn_accuracy_random_init"] + 0.05
+    else:
+        assert m["knn_accuracy"] >= m["knn_accuracy_random_init"] + 0.05
+        assert m["linear_probe_accuracy"] >= m["linear_probe_accuracy_random_init"] + 0.05

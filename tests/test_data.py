@@ -64,7 +64,7 @@ def test_decoded_sets_are_cached_as_safetensors(fake_cifar, tmp_path, monkeypatc
     data = load_cifar10(fake_cifar, download=False, verify=False)
     (cached,) = (tmp_path / "cache" / "tensors").glob("*.safetensors")
     assert cached.read_bytes()[8:9] == b"{"  # a safetensors header, not a pickle
-    monkeypatch.setattr("ssl_core.data._cifar_batch", lambda path: pytest.fail("decoded again instead of cached"))
+    monkeypatch.setattr("ssl_core.cifar_files.read_batch", lambda path: pytest.fail("decoded again instead of cached"))
     again = load_cifar10(fake_cifar, download=False, verify=False)
     assert torch.equal(again.images, data.images) and torch.equal(again.labels, data.labels)
     assert torch.equal(again.test_mask, data.test_mask) and again.class_names == data.class_names

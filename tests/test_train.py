@@ -117,3 +117,39 @@ def test_cuda_requested_without_gpu_is_clear():
         pytest.skip("a GPU is present")
     with pytest.raises(TrainingError, match="no CUDA"):
         train(TrainConfig(task="rotation", epochs=1, device="cuda"))
+
+
+def test_recipes_fill_what_is_not_given_and_the_card_keeps_them():
+    digits = TrainConfig(task="rotation")
+    photos = TrainConfig(task="rotation", dataset="cifar10")
+    assert (digits.arch, digits.flip, digits.optimizer) == ("simple", False, "adam")
+    assert (photos.arch, photos.flip) == ("convnet", True) and photos.max_shift > 0 and photos.warmup > 0
+    mine = TrainConfig(task="simclr", dataset="folder", arch="simple", epochs=3, lr=0.01)
+    assert (mine.arch, mine.epochs, mine.lr) == ("simple", 3, 0.01)  # given values win over the recipe
+    assert TrainConfig.from_dict(photos.to_dict()) == photos
+    with pytest.raises(ValueError, match="arch must be one of"):
+        TrainConfig(arch="resnet9000")
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    from ssl_core.train import lr_factor
+
+    factors = [lr_factor(s, 10, 100) for s in range(101)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0) and factors[100] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # monotone decay after warm-up
+    assert lr_factor(0, 0, 100) == 1.0  # no warm-up: full rate at once (the digits recipe)
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [
+    (True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, None),
+])
+def test_bf16_only_on_cpus_with_bf16_units(monkeypatch, amx, avx512_bf16, expected):
+    from ssl_core.train import autocast_dtype
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    cpu = torch.device("cpu")
+    assert autocast_dtype(TrainConfig(), cpu) == expected
+    assert autocast_dtype(TrainConfig(precision="fp32"), cpu) is None
+    assert autocast_dtype(TrainConfig(precision="bf16"), cpu) == torch.bfloat16
