@@ -1,20 +1,13 @@
-"""Running a training to completion and keeping its result: shared by the CLI and the app's job.
-
-`run_and_save` is the whole of it for the CLI. The app adds two process-wide objects on top:
-
-- `ModelRegistry`: the active model per task. It starts from the shipped checkpoints, so the demo
-  answers at once on a fresh machine, and a finished training run replaces the model for its task.
-- `TrainingJob`: the ONE background training run of the server. Browser tabs come and go; the job
-  lives in a thread of the server process, and every tab (and API client) reads the same snapshot.
+"""The app's ONE background training run: a thread of the server process that every browser tab
+and API client reads through the same snapshot. Runs on disk (naming, saving, pruning) are runs.py;
+which checkpoints answer is registry.py: a finished run joins the models on offer, and the
+defaults stay the shipped models.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
-import re
-import shutil
 import sys
 import threading
 import time
@@ -23,123 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from . import TASKS
-from .checkpoints import CARD, Checkpoint, CheckpointError, load_checkpoint, make_card, read_card, save_checkpoint
-from .data import DataError
-from .evaluate import PROTOCOL
-from .train import Event, EventFn, TrainConfig, TrainingError, TrainResult, train
+from .errors import UserError
+from .registry import ModelRegistry
+from .runs import config_from_form, dataset_name, prune_runs, remove_upload, run_and_save, run_name
+from .train import Event, TrainConfig
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_DIR = REPO_ROOT / "checkpoints"
-ACTIVE_FILE = "active.json"
 MAX_LOSS_POINTS = 400  # per-step losses kept for the live curve; older ones are averaged in pairs
 MAX_LOG_LINES = 200
-# Finished runs kept in the runs folder besides the active ones. A public demo trains all day; each
-# run is ~2 MB plus its uploaded images, so without a bound the disk fills. Env SSL_MAX_RUNS.
-MAX_RUNS = int(os.environ.get("SSL_MAX_RUNS", "12"))
-UPLOADS = "uploads"  # runs_dir/uploads/zip-*: extracted zips, the data of folder runs
-UPLOAD_GRACE_S = 120.0  # a zip extracted this recently may belong to a start in progress: keep it
 
-
-def run_and_save(cfg: TrainConfig, out: str | os.PathLike, on_event: Optional[EventFn] = None,
-                 stop_event: Optional[threading.Event] = None) -> tuple[TrainResult, Optional[Path]]:
-    """Train, then write the checkpoint atomically. A stopped run writes nothing (path None)."""
-    result = train(cfg, on_event, stop_event)
-    if result.stopped:
-        return result, None
-    card = make_card(result.model, cfg.to_dict(), result.dataset.name, result.dataset.class_names,
-                     result.metrics, result.history, result.seconds, result.dataset.source, PROTOCOL)
-    return result, save_checkpoint(out, result.model, card)
-
-
-def default_runs_dir() -> Path:
-    return Path(os.environ.get("SSL_RUNS_DIR", REPO_ROOT / "runs"))
-
-
-# ------------------------------------------------------------------------------------ registry
-@dataclass
-class ActiveModel:
-    checkpoint: Checkpoint
-    note: str = ""  # why this is not the model that was asked for (e.g. a corrupt run fell back)
-
-    @property
-    def key(self) -> str:
-        """Identifies the weights, for caches of embeddings and maps: a retrained model gets a new key."""
-        return f"{self.checkpoint.card['task']}-{self.checkpoint.card['weights_sha256'][:16]}"
-
-
-class ModelRegistry:
-    """The active checkpoint per task, remembered in `runs_dir/active.json` across restarts.
-
-    Loading is lazy and cached. A remembered run that no longer loads (deleted, truncated, altered)
-    falls back to the shipped checkpoint for that task and says so in `ActiveModel.note`.
-    """
-
-    def __init__(self, shipped_dir: str | os.PathLike = SHIPPED_DIR, runs_dir: Optional[str | os.PathLike] = None) -> None:
-        self.shipped_dir = Path(shipped_dir)
-        self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-        self._lock = threading.RLock()
-        self._loaded: dict[str, ActiveModel] = {}
-        self._chosen: dict[str, str] = self._read_active()
-
-    def shipped_path(self, task: str) -> Path:
-        return self.shipped_dir / f"digits-{task}"
-
-    def _read_active(self) -> dict[str, str]:
-        try:
-            data = json.loads((self.runs_dir / ACTIVE_FILE).read_text())
-            return {k: str(v) for k, v in data.items() if k in TASKS and isinstance(v, str)}
-        except (OSError, ValueError, AttributeError):
-            return {}  # no runs yet, or an unreadable file: the shipped models serve
-
-    def _write_active(self) -> None:
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.runs_dir / f".{ACTIVE_FILE}.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(self._chosen, indent=2))
-        os.replace(tmp, self.runs_dir / ACTIVE_FILE)
-
-    def get(self, task: str) -> ActiveModel:
-        """The model that answers for `task` now. Raises CheckpointError only if even the shipped one fails."""
-        if task not in TASKS:
-            raise ValueError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)}.")
-        with self._lock:
-            if task in self._loaded:
-                return self._loaded[task]
-            chosen = self._chosen.get(task)
-            note = ""
-            if chosen:
-                try:
-                    active = ActiveModel(load_checkpoint(chosen))
-                    self._loaded[task] = active
-                    return active
-                except CheckpointError as exc:
-                    note = f"The trained model {Path(chosen).name} could not be loaded ({str(exc).rstrip('.')}); using the shipped one."
-                    print(f"ssl_core.jobs: {note}", file=sys.stderr)
-            active = ActiveModel(load_checkpoint(self.shipped_path(task)), note)
-            self._loaded[task] = active
-            return active
-
-    def activate(self, task: str, path: str | os.PathLike) -> ActiveModel:
-        """Make the checkpoint at `path` the one that answers for `task` (checked by loading it first)."""
-        active = ActiveModel(load_checkpoint(path))
-        with self._lock:
-            self._loaded[task] = active
-            self._chosen[task] = str(Path(path).resolve())
-            self._write_active()
-        return active
-
-    def active_paths(self) -> set[Path]:
-        """The runs chosen as active models (resolved); the shipped ones are not in runs_dir."""
-        with self._lock:
-            return {Path(p).resolve() for p in self._chosen.values()}
-
-    def reset(self, task: str) -> ActiveModel:
-        """Go back to the shipped checkpoint for `task`."""
-        with self._lock:
-            self._chosen.pop(task, None)
-            self._loaded.pop(task, None)
-            self._write_active()
-        return self.get(task)
+__all__ = ["JobSnapshot", "MAX_LOSS_POINTS", "ModelRegistry", "TrainingJob", "format_seconds", "run_and_save"]
 
 
 # ----------------------------------------------------------------------------------------- job
@@ -168,6 +53,7 @@ class JobSnapshot:
     log: list = field(default_factory=list)
     metrics: dict = field(default_factory=dict)  # final held-out metrics, incl. the random-init baseline
     checkpoint: str = ""  # where the finished model was saved
+    model: str = ""  # its name among the models on offer (the run folder's name)
     error: str = ""
 
     @property
@@ -200,8 +86,8 @@ class TrainingJob:
 
     `start` refuses while a run is active; `stop` sets the event the engine checks before every
     step; `snapshot` returns a copy taken under the lock. When a run finishes, its checkpoint is
-    saved atomically to `runs_dir/<task>-<dataset>-<time>` and becomes the registry's active model
-    for that task. A failed or stopped run leaves the previous model in place.
+    saved atomically to `runs_dir/<task>-<dataset>-<time>`, where the registry finds it and offers
+    it by that name. A failed or stopped run saves nothing.
     """
 
     def __init__(self, registry: ModelRegistry, runs_dir: Optional[str | os.PathLike] = None) -> None:
@@ -219,12 +105,31 @@ class TrainingJob:
         with self._lock:
             return copy.deepcopy(self._state)
 
+    def start_from_form(self, task: str, dataset: str, epochs: object = None, batch_size: object = None,
+                        lr: object = None, data_dir: Optional[str] = None, zip_file: Optional[str] = None,
+                        who: str = "someone") -> str:
+        """The Train form's start button: refused while a run is active (naming it), else the form
+        values become a config (a zip is extracted into runs_dir/uploads) and the run starts.
+        Returns the message for the user; problems with the values start with "Not started:"."""
+        snap = self.snapshot()
+        if snap.running:
+            return self._refusal(snap)
+        try:
+            cfg = config_from_form(task, dataset, epochs, batch_size, lr, data_dir, zip_file, self.runs_dir)
+        except (UserError, ValueError) as exc:
+            return f"Not started: {exc}"
+        return self.start(cfg, who)[1]
+
+    @staticmethod
+    def _refusal(snap: JobSnapshot) -> str:
+        return f"Not started: {snap.describe()} is already training. Stop it first, or wait for it to finish."
+
     def start(self, cfg: TrainConfig, who: str = "someone") -> tuple[bool, str]:
         """Start training in the background. Returns (started, message for the user)."""
         with self._lock:
             if self._state.running:
-                return False, f"Not started: {self._state.describe()} is already training. Stop it first, or wait for it to finish."
-            dataset = cfg.dataset if cfg.dataset != "folder" else f"folder:{Path(cfg.data_dir or '').name}"
+                return False, self._refusal(self._state)
+            dataset = dataset_name(cfg)
             self._stop = threading.Event()
             self._pending = []
             self._state = JobSnapshot(status="loading", version=self._state.version + 1, task=cfg.task, dataset=dataset,
@@ -260,17 +165,16 @@ class TrainingJob:
     # ------------------------------------------------------------------ thread
     def _run(self, cfg: TrainConfig, stop: threading.Event) -> None:
         try:
-            out = self.runs_dir / _run_name(cfg, self._state.dataset)
-            result, path = run_and_save(cfg, out, self._on_event, stop)
+            result, path = run_and_save(cfg, self.runs_dir / run_name(cfg), self._on_event, stop)
             if path is None:
                 self._finish("stopped", f"Stopped at epoch {self._state.epoch}/{self._state.epochs}; the previous model is kept.")
                 return
-            self.registry.activate(cfg.task, path)
             with self._lock:
                 self._state.metrics = copy.deepcopy(result.metrics)
-                self._state.checkpoint = str(path)
-            self._finish("finished", f"Finished in {format_seconds(result.seconds)}; saved to {path} — now the active {cfg.task} model.")
-        except (TrainingError, DataError, CheckpointError, ValueError) as exc:
+                self._state.checkpoint, self._state.model = str(path), path.name
+            self._finish("finished", f"Finished in {format_seconds(result.seconds)}; saved as {path.name}, now on offer "
+                                     "in the model pickers (the defaults stay the shipped models).")
+        except (UserError, ValueError) as exc:
             self._finish("failed", f"Training failed: {exc}", error=str(exc))
         except Exception as exc:  # noqa: BLE001 - a thread must report, not die silently
             traceback.print_exc()
@@ -282,9 +186,9 @@ class TrainingJob:
             with self._lock:
                 finished = self._state.status == "finished"
             if not finished and cfg.data_dir:
-                _remove_upload(self.runs_dir, Path(cfg.data_dir))  # nothing saved needs this run's zip
+                remove_upload(self.runs_dir, Path(cfg.data_dir))  # nothing saved needs this run's zip
             try:
-                prune_runs(self.runs_dir, self.registry.active_paths())
+                prune_runs(self.runs_dir)
             except OSError as exc:  # housekeeping must never turn a finished run into a failure
                 print(f"ssl_core.jobs: could not prune {self.runs_dir}: {exc}", file=sys.stderr)
 
@@ -353,63 +257,3 @@ class TrainingJob:
         self._state.version += 1
 
 
-def _run_name(cfg: TrainConfig, dataset: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset).strip("-") or "data"
-    return f"{cfg.task}-{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-# ----------------------------------------------------------------------------------- housekeeping
-def prune_runs(runs_dir: str | os.PathLike, keep: set[Path], max_runs: int = MAX_RUNS,
-               grace_s: float = UPLOAD_GRACE_S) -> list[Path]:
-    """Delete old runs and unneeded uploads from `runs_dir`; returns what was removed.
-
-    Kept: the runs in `keep` (the active models), the newest `max_runs` other runs, every extracted
-    zip a kept run was trained on (the app re-reads its held-out images for maps and neighbours),
-    and zips extracted in the last `grace_s` seconds. Only folders this module and the app made are
-    touched: run folders (with a card.json) directly inside, and `uploads/zip-*`.
-    """
-    root = Path(runs_dir)
-    if not root.is_dir():
-        return []
-    keep = {Path(p).resolve() for p in keep}
-    runs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and (d / CARD).is_file()),
-                  key=lambda d: d.stat().st_mtime, reverse=True)
-    others = [d for d in runs if d.resolve() not in keep]
-    removed = others[max(max_runs, 0):]
-    kept_runs = [d for d in runs if d not in removed]
-    needed = {u for u in (_upload_of(root, _card_data_dir(d)) for d in kept_runs) if u is not None}
-    now = time.time()
-    uploads = root / UPLOADS
-    if uploads.is_dir():
-        removed += [u for u in uploads.iterdir() if u.is_dir() and u.name.startswith("zip-")
-                    and u.resolve() not in needed and now - u.stat().st_mtime > grace_s]
-    for d in removed:
-        shutil.rmtree(d, ignore_errors=True)
-    return removed
-
-
-def _card_data_dir(run: Path) -> Optional[Path]:
-    try:
-        config = read_card(run).get("config")
-    except (CheckpointError, OSError):
-        return None  # an unreadable card names no data to keep
-    value = config.get("data_dir") if isinstance(config, dict) else None
-    return Path(value) if isinstance(value, str) and value else None
-
-
-def _upload_of(runs_dir: Path, data_dir: Optional[Path]) -> Optional[Path]:
-    """The uploads/zip-* folder holding `data_dir` (the folder itself or one inside it), else None."""
-    if data_dir is None:
-        return None
-    uploads = (runs_dir / UPLOADS).resolve()
-    path = data_dir.resolve()
-    if not path.is_relative_to(uploads) or path == uploads:
-        return None
-    top = uploads / path.relative_to(uploads).parts[0]
-    return top if top.name.startswith("zip-") else None
-
-
-def _remove_upload(runs_dir: Path, data_dir: Path) -> None:
-    top = _upload_of(runs_dir, data_dir)
-    if top is not None:
-        shutil.rmtree(top, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""The background job and the registry of active models, with real (short) digits training."""
+"""The registry of models on offer, the background job, and the runs folder, with real (short)
+digits training."""
 
 from __future__ import annotations
 
@@ -6,12 +7,17 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from ssl_core.jobs import MAX_LOSS_POINTS, ModelRegistry, TrainingJob, prune_runs
+from ssl_core.jobs import MAX_LOSS_POINTS, TrainingJob
+from ssl_core.registry import ModelError, ModelRegistry
+from ssl_core.runs import prune_runs
 from ssl_core.train import TrainConfig
+
+SHIPPED = ["cifar10-rotation", "cifar10-siamese", "cifar10-simclr", "digits-rotation", "digits-siamese", "digits-simclr"]
 
 
 @pytest.fixture
@@ -19,29 +25,34 @@ def registry(tmp_path: Path, shipped_checkpoints: Path) -> ModelRegistry:
     return ModelRegistry(shipped_checkpoints, tmp_path / "runs")
 
 
-def test_registry_starts_from_shipped_checkpoints(registry: ModelRegistry, shipped_checkpoints: Path) -> None:
+def test_registry_offers_every_shipped_model_and_defaults_to_cifar10(registry: ModelRegistry, shipped_checkpoints: Path) -> None:
+    assert registry.names() == SHIPPED
     for task in ("rotation", "siamese", "simclr"):
-        active = registry.get(task)
-        assert active.checkpoint.path == shipped_checkpoints / f"digits-{task}"
-        assert active.checkpoint.card["task"] == task and active.note == ""
-    with pytest.raises(ValueError):
-        registry.get("jigsaw")
+        default = registry.get(task)
+        assert default.name == f"cifar10-{task}" and default.checkpoint.path == shipped_checkpoints / f"cifar10-{task}"
+        assert default.card["task"] == task and default.note == "" and default.key == default.card["weights_sha256"]
+        assert registry.load(task).name == default.name  # a bare task name means its default
+        assert registry.names(task) == [f"cifar10-{task}", f"digits-{task}"]
+    labels = dict((name, label) for label, name in registry.choices())
+    assert "rotation on CIFAR-10" in labels["cifar10-rotation"] and "rotation accuracy" in labels["cifar10-rotation"]
+    assert "siamese on digits" in labels["digits-siamese"] and "pair ROC-AUC" in labels["digits-siamese"]
+    with pytest.raises(ModelError, match="Unknown model 'jigsaw'; choose one of: cifar10-rotation"):
+        registry.load("jigsaw")
+    with pytest.raises(ModelError, match="digits-siamese is a siamese model; this needs a rotation model"):
+        registry.load("digits-siamese", "rotation")
 
 
-def test_corrupt_active_checkpoint_falls_back_to_shipped(tmp_path: Path, shipped_checkpoints: Path) -> None:
+def test_a_damaged_run_falls_back_to_the_default(tmp_path: Path, shipped_checkpoints: Path) -> None:
     run = tmp_path / "runs" / "siamese-digits-x"
     shutil.copytree(shipped_checkpoints / "digits-siamese", run)
     reg = ModelRegistry(shipped_checkpoints, tmp_path / "runs")
-    reg.activate("siamese", run)
-    assert reg.get("siamese").checkpoint.path == run
-    # A restart finds the remembered run...
-    assert ModelRegistry(shipped_checkpoints, tmp_path / "runs").get("siamese").checkpoint.path == run
-    # ...and when its weights were damaged since, serves the shipped model and says why.
+    assert reg.names()[-1] == "siamese-digits-x" and reg.load("siamese-digits-x").checkpoint.path == run
+    assert reg.get("siamese").name == "cifar10-siamese"  # a run never becomes the default
     weights = run / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    fallback = ModelRegistry(shipped_checkpoints, tmp_path / "runs").get("siamese")
-    assert fallback.checkpoint.path == shipped_checkpoints / "digits-siamese"
-    assert "could not be loaded" in fallback.note and "shipped" in fallback.note
+    fallback = ModelRegistry(shipped_checkpoints, tmp_path / "runs").load("siamese-digits-x")
+    assert fallback.name == "cifar10-siamese"
+    assert "siamese-digits-x could not be loaded" in fallback.note and "using the shipped cifar10-siamese" in fallback.note
 
 
 def _wait_for(job: TrainingJob, condition, timeout: float = 60.0):  # noqa: ANN001, ANN202
@@ -55,7 +66,7 @@ def _wait_for(job: TrainingJob, condition, timeout: float = 60.0):  # noqa: ANN0
 
 
 @pytest.mark.slow
-def test_job_trains_saves_and_activates(registry: ModelRegistry) -> None:
+def test_job_trains_saves_and_offers_the_run(registry: ModelRegistry) -> None:
     job = TrainingJob(registry)
     before = registry.get("siamese").checkpoint.path
     ok, msg = job.start(TrainConfig(task="siamese", dataset="digits", epochs=2), who="test")
@@ -66,9 +77,10 @@ def test_job_trains_saves_and_activates(registry: ModelRegistry) -> None:
     assert s.fraction == 1.0 and s.step == s.total_steps > 0
     assert [h["epoch"] for h in s.history] == [1, 2] and all("knn_accuracy" in h for h in s.history)
     assert s.metrics["knn_accuracy"] > 0.9 and "knn_accuracy_random_init" in s.metrics
-    assert Path(s.checkpoint).parent == registry.runs_dir and Path(s.checkpoint).name.startswith("siamese-digits-")
-    active = registry.get("siamese")
-    assert active.checkpoint.path == Path(s.checkpoint) != before
+    assert Path(s.checkpoint).parent == registry.runs_dir and s.model == Path(s.checkpoint).name
+    assert s.model.startswith("siamese-digits-")
+    assert registry.names()[len(SHIPPED):] == [s.model] and registry.load(s.model).checkpoint.path == Path(s.checkpoint)
+    assert registry.get("siamese").checkpoint.path == before  # offered, never the default
     assert len(s.losses) == len(s.loss_steps) > 0
 
 
@@ -128,6 +140,27 @@ def test_data_progress_updates_one_log_line(registry: ModelRegistry) -> None:
     job._log_locked("extracted")
     job._on_data_progress("decoding CIFAR-10 data_batch_1", 0.0)
     assert len(job.snapshot().log) == 3
+
+
+def test_start_from_form_refuses_while_training_and_extracts_zips(registry: ModelRegistry, tmp_path: Path) -> None:
+    from PIL import Image
+
+    job = TrainingJob(registry)
+    assert job.start_from_form("siamese", "zip", 1) == "Not started: Upload a .zip of images first (one sub-folder per class gives labels)."
+    assert job.start_from_form("siamese", "digits", 2.5).startswith("Not started: epochs must be a whole number")
+    photos = tmp_path / "photos.zip"
+    with zipfile.ZipFile(photos, "w") as zf:
+        for c, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+            for i in range(6):
+                img = tmp_path / f"{c}{i}.png"
+                Image.new("RGB", (36, 36), tuple(min(255, v + 9 * i) for v in colour)).save(img)
+                zf.write(img, f"photos/{c}/{i}.png")
+    assert job.start_from_form("rotation", "zip", 500, zip_file=str(photos), who="tab A").startswith("Started rotation on folder:photos")
+    assert list((registry.runs_dir / "uploads").glob("zip-*/photos/red/0.png"))
+    refusal = job.start_from_form("siamese", "digits", 1, who="tab B")
+    assert refusal.startswith("Not started: rotation on folder:photos (") and "started by tab A" in refusal
+    job.stop()
+    assert job.wait(30)
 
 
 def _fake_run(runs: Path, shipped: Path, name: str, age_s: float, data_dir: str | None = None) -> Path:
