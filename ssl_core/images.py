@@ -6,8 +6,10 @@ sketch uploaded in the browser is resized exactly as the training data was.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Optional, Union
@@ -131,18 +133,91 @@ def _read_bytes(source: Union[str, os.PathLike, bytes, BinaryIO]) -> bytes:
     return data
 
 
-def to_model_image(source: ImageSource) -> torch.Tensor:
+FITS = ("squash", "crop", "pad")  # how a non-square picture becomes square; see fit_square
+
+
+def fit_square(img: Image.Image, fit: str = "squash") -> Image.Image:
+    """A square version of `img`: "squash" stretches the whole picture, "crop" keeps the centre
+    square, "pad" adds borders in the colour of the picture's edge. Square pictures pass unchanged."""
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {', '.join(FITS)}; got {fit!r}")
+    w, h = img.size
+    if w == h or fit == "squash":
+        return img
+    side = min(w, h) if fit == "crop" else max(w, h)
+    if fit == "crop":
+        left, top = (w - side) // 2, (h - side) // 2
+        return img.crop((left, top, left + side, top + side))
+    edge = np.concatenate([np.asarray(img)[[0, -1]].reshape(-1, 3), np.asarray(img)[:, [0, -1]].reshape(-1, 3)])
+    square = Image.new("RGB", (side, side), tuple(int(v) for v in np.median(edge, axis=0)))
+    square.paste(img, ((side - w) // 2, (side - h) // 2))
+    return square
+
+
+def to_model_image(source: ImageSource, fit: str = "squash") -> torch.Tensor:
     """Picture -> uint8 tensor (3, 32, 32), exactly as the training pipeline sees its data.
 
-    The whole picture is squeezed to 32x32 (no crop) so nothing the user drew is cut off; PIL's
-    reducing resize filters large photos properly instead of aliasing them.
+    By default the whole picture is squeezed to 32x32 (no crop) so nothing the user drew is cut
+    off; `fit` chooses another way to make it square first (fit_square). PIL's reducing resize
+    filters large photos properly instead of aliasing them.
     """
     # 8x the output side keeps the final reducing resize as sharp as from the full decode.
-    img = open_image(source, draft_size=8 * SIZE)
+    img = fit_square(open_image(source, draft_size=8 * SIZE), fit)
     if img.size != (SIZE, SIZE):
         img = img.resize((SIZE, SIZE), Image.Resampling.BICUBIC, reducing_gap=3.0)
     arr = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+# Ink when cropping a digit to its strokes (paper 255, darkest ink 0): low enough to keep the
+# faint edges of the strokes, which the set's enlarged 8x8 digits all have (measured on held-out
+# digits in four styles; docs/reliability.md).
+INK_LEVEL = 240
+
+
+def as_digit(source: ImageSource) -> Image.Image:
+    """A picture of one digit drawn the way the digits set is: dark ink on white paper, the ink
+    filling the square's height (or width, turned) as the set's 8x8 digits fill theirs. Light-on-dark
+    digits (MNIST, chalk, a white pen on black) are inverted, judged by the border, which is paper
+    in any drawing; a small digit on a big canvas is cropped to its ink. The area-averaging
+    reduction keeps thin strokes, as the set's 4x4 block counts did."""
+    gray = np.asarray(open_image(source, draft_size=8 * SIZE).convert("L"), dtype=np.float64)
+    ring = max(1, min(gray.shape) // 16)
+    border = np.concatenate([gray[:ring].ravel(), gray[-ring:].ravel(), gray[:, :ring].ravel(), gray[:, -ring:].ravel()])
+    if np.median(border) < 128:
+        gray, border = 255.0 - gray, 255.0 - border
+    paper, ink = float(np.median(border)), float(gray.min())
+    if paper - ink < 16:  # no ink to speak of: nothing to frame
+        return Image.new("RGB", (SIZE, SIZE), "white")
+    gray = np.clip((gray - ink) / (paper - ink), 0.0, 1.0) * 255.0
+    rows, cols = np.nonzero(gray < INK_LEVEL)
+    gray = gray[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+    side = max(gray.shape)
+    square = np.full((side, side), 255.0)
+    top, left = (side - gray.shape[0]) // 2, (side - gray.shape[1]) // 2
+    square[top: top + gray.shape[0], left: left + gray.shape[1]] = gray
+    small = np.asarray(Image.fromarray(square.astype(np.float32), mode="F").resize((SIZE, SIZE), Image.Resampling.BOX))
+    lo = float(small.min())  # the darkest pixel is full ink, as the set's darkest blocks are
+    small = np.clip((small - lo) / max(255.0 - lo, 1.0), 0.0, 1.0) * 255.0
+    return Image.fromarray(small.round().astype(np.uint8)).convert("RGB")
+
+
+def write_png(img: Image.Image, folder: str | os.PathLike) -> str:
+    """Save `img` as `folder/<sha256 of the bytes>.png` and return the path. Written to a temporary
+    name and renamed, so a file being read (served to a browser) is never rewritten in place; the
+    same picture from many requests at once lands on one complete file."""
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    data = buf.getvalue()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    if not path.is_file():
+        fd, tmp = tempfile.mkstemp(prefix=".png.", dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    return str(path)
 
 
 def to_pil(image: torch.Tensor, scale: int = 1) -> Image.Image:

@@ -1,13 +1,13 @@
-"""What the app asks of a trained model: rotation of an upload, distance of a pair, nearest images.
+"""What the app asks of a trained checkpoint: the rotation of an upload, the distance of a pair.
 
-Every picture goes through `images.to_model_image`, exactly as the training data did. Reference
-images (for nearest neighbours and maps) are the held-out test split of the checkpoint's own
-dataset, rebuilt from its card with the same seed, so nothing shown was trained on.
+Every picture goes through `model_input`, which prepares it as the checkpoint's training data
+was: a digits model gets the digit redrawn dark-on-light and framed like the set (images.as_digit),
+a photo model gets the photo made square by `PHOTO_FIT` (measured on photos outside CIFAR-10,
+docs/reliability.md), then both go through `images.to_model_image` as the training data did.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -16,14 +16,14 @@ from PIL import Image
 
 from .augment import all_rotations, normalize
 from .checkpoints import Checkpoint
-from .data import ImageSet, load_dataset, split
 from .evaluate import embed
-from .images import ImageSource, open_image, to_model_image
+from .images import ImageSource, as_digit, open_image, to_model_image
 from .models import ModelArgs, SSLModel
+
+PHOTO_FIT = "squash"  # how a non-square photo becomes square for a photo model (images.fit_square)
 
 ANGLES = ("0°", "90°", "180°", "270°")  # label k = k quarter-turns counter-clockwise
 DISPLAY_SIZE = 256  # longest side of the pictures shown back to the user
-MAX_MAP_POINTS = 2000  # t-SNE of the CIFAR-10 test split (12,000) would take minutes; a fixed sample suffices
 
 
 def angle_name(k: int) -> str:
@@ -36,6 +36,7 @@ class RotationGuess:
     predicted: int  # the model's answer, in quarter-turns
     confidence: float  # probability of that answer
     image: torch.Tensor  # uint8 (3,32,32): what the model saw
+    consistent: bool  # the answer follows the turn: predicted == (answer for the upload + turn) % 4
 
 
 @dataclass
@@ -60,29 +61,38 @@ def _display(img: Image.Image) -> Image.Image:
     return img
 
 
+def model_input(ckpt: Checkpoint, source: ImageSource) -> tuple[Image.Image, torch.Tensor]:
+    """The picture as displayed (EXIF applied) and the uint8 (3,32,32) input for this checkpoint."""
+    picture = open_image(source)
+    if ckpt.card.get("dataset") == "digits":
+        return picture, to_model_image(as_digit(picture))
+    return picture, to_model_image(picture, fit=PHOTO_FIT)
+
+
 @torch.no_grad()
-def predict_rotation(model: SSLModel, source: ImageSource) -> RotationPrediction:
-    """How far the picture is turned from upright, by a rotation-task model. Raises ImageError."""
+def predict_rotation(ckpt: Checkpoint, source: ImageSource) -> RotationPrediction:
+    """How far the picture is turned from upright, by a rotation checkpoint. Raises ImageError."""
+    model = ckpt.model
     if model.args.task != "rotation":
         raise ValueError(f"predict_rotation needs a rotation model, not a {model.args.task} model.")
-    picture = open_image(source)
-    x = to_model_image(picture)
+    picture, x = model_input(ckpt, source)
     # One batch of the four turns: the first row answers for the upload itself, the other three
     # show whether the model follows when the same picture is turned further.
     rotated, _ = all_rotations(x.unsqueeze(0))
     device = next(model.parameters()).device
     probs = torch.softmax(model(normalize(rotated.to(device))).float(), dim=1).cpu()
     k = int(probs[0].argmax())
-    guesses = [RotationGuess(j, int(probs[j].argmax()), float(probs[j].max()), rotated[j]) for j in range(4)]
+    guesses = [RotationGuess(j, int(probs[j].argmax()), float(probs[j].max()), rotated[j], int(probs[j].argmax()) == (k + j) % 4)
+               for j in range(4)]
     # PIL's rotate(angle) is counter-clockwise too, so turning by -90k degrees undoes label k.
     upright = _display(picture).rotate(-90 * k, expand=True)
     return RotationPrediction({a: float(p) for a, p in zip(ANGLES, probs[0])}, k, x, upright, guesses)
 
 
 @torch.no_grad()
-def embed_image(model: SSLModel, source: ImageSource) -> torch.Tensor:
+def embed_image(ckpt: Checkpoint, source: ImageSource) -> torch.Tensor:
     """One picture -> its embedding (D,), as `evaluate.embed` computes them for the test split."""
-    return embed(model, to_model_image(source).unsqueeze(0))[0]
+    return embed(ckpt.model, model_input(ckpt, source)[1].unsqueeze(0))[0]
 
 
 @dataclass
@@ -94,9 +104,11 @@ class PairResult:
     emb_b: torch.Tensor
 
 
-def compare_pair(model: SSLModel, a: ImageSource, b: ImageSource, threshold: Optional[float] = None) -> PairResult:
-    """Distance between two pictures in the model's embedding, and the verdict at `threshold`."""
-    ea, eb = embed_image(model, a), embed_image(model, b)
+def compare_pair(ckpt: Checkpoint, a: ImageSource, b: ImageSource) -> PairResult:
+    """Distance between two pictures in the checkpoint's embedding, and the verdict at the
+    same/different threshold calibrated for it (none for a rotation model)."""
+    threshold = card_threshold(ckpt)
+    ea, eb = embed_image(ckpt, a), embed_image(ckpt, b)
     d = float(torch.linalg.vector_norm(ea - eb))
     same = None if threshold is None else d <= threshold
     return PairResult(d, threshold, same, ea, eb)
@@ -106,26 +118,6 @@ def card_threshold(ckpt: Checkpoint) -> Optional[float]:
     t = ckpt.card.get("metrics", {}).get("threshold")
     return float(t) if isinstance(t, (int, float)) else None
 
-
-# ------------------------------------------------------------------------- reference test split
-@dataclass
-class Reference:
-    """The checkpoint's held-out images with their embeddings (trained and random-init)."""
-
-    test: ImageSet
-    embeddings: torch.Tensor  # (N, D) by the checkpoint's model
-    random_embeddings: torch.Tensor  # (N, D) by an untrained model of the same shape and seed
-    map_index: torch.Tensor  # indices into `test` used for maps (all, or a fixed sample)
-
-    def class_name(self, i: int) -> str:
-        if self.test.labels is None:
-            return "unlabeled"
-        label = int(self.test.labels[i])
-        return self.test.class_names[label] if label < len(self.test.class_names) else str(label)
-
-
-_REF_CACHE: dict[str, Reference] = {}
-_REF_LOCK = threading.Lock()
 
 
 def random_init_model(ckpt: Checkpoint) -> SSLModel:
@@ -138,51 +130,7 @@ def random_init_model(ckpt: Checkpoint) -> SSLModel:
     return model.eval()
 
 
-def test_split(ckpt: Checkpoint) -> ImageSet:
-    """The held-out split of the checkpoint's dataset, exactly as its metrics were measured."""
-    cfg = ckpt.card.get("config", {})
-    data = load_dataset(cfg.get("dataset", ckpt.card["dataset"]), cfg.get("data_dir"))
-    return split(data, float(cfg.get("test_fraction", 0.2)), int(cfg.get("seed", 0))).test
-
-
-def reference(ckpt: Checkpoint, key: str) -> Reference:
-    """Test split + embeddings for this checkpoint, computed once per `key` (weights hash).
-
-    Raises DataError when the dataset is not on this machine (e.g. a folder since deleted).
-    """
-    with _REF_LOCK:
-        if key in _REF_CACHE:
-            return _REF_CACHE[key]
-    test = test_split(ckpt)
-    emb = embed(ckpt.model, test.images)
-    rnd = embed(random_init_model(ckpt), test.images)
-    n = len(test)
-    index = torch.arange(n)
-    if n > MAX_MAP_POINTS:
-        index = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:MAX_MAP_POINTS].sort().values
-    ref = Reference(test, emb, rnd, index)
-    with _REF_LOCK:
-        _REF_CACHE[key] = ref
-    return ref
-
-
-@dataclass
-class Neighbour:
-    index: int  # index in the test split
-    class_name: str
-    distance: float
-    image: torch.Tensor  # uint8 (3,32,32)
-
-
-def nearest(ref: Reference, emb: torch.Tensor, k: int = 5) -> list[Neighbour]:
-    """The k held-out images closest to `emb` in the model's embedding."""
-    d = torch.linalg.vector_norm(ref.embeddings - emb.unsqueeze(0), dim=1)
-    order = torch.argsort(d)[:k]
-    return [Neighbour(int(i), ref.class_name(int(i)), float(d[i]), ref.test.images[i]) for i in order]
-
-
 __all__ = [
-    "ANGLES", "Neighbour", "PairResult", "Reference", "RotationGuess", "RotationPrediction",
-    "angle_name", "card_threshold", "compare_pair", "embed_image", "nearest", "predict_rotation",
-    "random_init_model", "reference", "test_split",
+    "ANGLES", "PHOTO_FIT", "PairResult", "RotationGuess", "RotationPrediction", "angle_name", "card_threshold",
+    "compare_pair", "embed_image", "model_input", "predict_rotation", "random_init_model",
 ]

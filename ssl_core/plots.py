@@ -1,4 +1,4 @@
-"""Plotly figures for the app: live training curves, rotation probabilities, embedding maps.
+"""Plotly figures for the app: live training curves and embedding maps.
 
 Pure functions of numbers -> `plotly.graph_objects.Figure`; no gradio, no models. Every figure
 carries its dataset/split/checkpoint in the title, because a number without them misleads.
@@ -12,14 +12,16 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .evaluate import METRIC_BY_KEY, METRICS
+
 # Ten well-separated colours (Tableau 10), one per class; more classes cycle.
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
-METRIC_NAMES = {
-    "rotation_accuracy": "rotation accuracy",
-    "knn_accuracy": "kNN accuracy",
-    "pair_auc": "pair ROC-AUC",
-    "pair_accuracy": "pair accuracy",
-}
+
+
+def _short(key: str) -> str:
+    """A metric's label without its explanation in brackets: legends have little room."""
+    m = METRIC_BY_KEY.get(key)
+    return m.label.split(" (")[0] if m else key.replace("_", " ")
 
 
 def _layout(fig: go.Figure, title: str, height: int = 320) -> go.Figure:
@@ -44,14 +46,14 @@ def loss_curve(steps: Sequence[int], losses: Sequence[float], history: Sequence[
 def metric_curve(history: Sequence[dict], title: str, baseline: Optional[dict] = None) -> go.Figure:
     """The held-out probe after each epoch (rotation or kNN accuracy), with the random-init level if known."""
     fig = go.Figure()
-    keys = [k for k in METRIC_NAMES if any(k in h for h in history)]
+    keys = [m.key for m in METRICS if any(m.key in h for h in history)]
     for key in keys:
         pts = [(h["epoch"], h[key]) for h in history if key in h]
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers+lines",
-                                 name=f"{METRIC_NAMES[key]} (held-out)", marker={"size": 7}))
+                                 name=f"{_short(key)} (held-out)", marker={"size": 7}))
     for key, value in (baseline or {}).items():
         fig.add_hline(y=value, line_dash="dot", line_color="#888",
-                      annotation_text=f"random-init {METRIC_NAMES.get(key, key)} {value:.1%}", annotation_position="bottom right")
+                      annotation_text=f"random-init {_short(key)} {value:.1%}", annotation_position="bottom right")
     if not history:
         fig.add_annotation(text="measured after each epoch", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
                            font={"color": "#888"})
@@ -61,16 +63,6 @@ def metric_curve(history: Sequence[dict], title: str, baseline: Optional[dict] =
     low = max(0.0, min(values) - 0.05) if values else 0.0
     fig.update_yaxes(title_text="held-out score", range=[low, 1.005], tickformat=".0%")
     return _layout(fig, title)
-
-
-def rotation_probabilities(probabilities: dict[str, float], title: str) -> go.Figure:
-    """Bar chart of the four angles' probabilities; the winner highlighted."""
-    names, values = list(probabilities), list(probabilities.values())
-    best = int(np.argmax(values)) if values else -1
-    colors = ["#4e79a7" if i == best else "#c9d3df" for i in range(len(values))]
-    fig = go.Figure(go.Bar(x=names, y=values, marker_color=colors, text=[f"{v:.1%}" for v in values], textposition="outside"))
-    fig.update_yaxes(range=[0, 1.15], tickformat=".0%", title_text="probability")
-    return _layout(fig, title, height=280)
 
 
 def _scatter_traces(xy: np.ndarray, labels: Optional[np.ndarray], class_names: Sequence[str],

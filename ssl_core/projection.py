@@ -107,10 +107,6 @@ class MapCache:
         self._remember(name, entry)
         self._write(name, entry)
 
-    def clear_memory(self) -> None:
-        with self._lock:
-            self._memory.clear()
-
     def _remember(self, name: str, entry: _Entry) -> None:
         with self._lock:
             self._memory[name] = entry
@@ -178,12 +174,6 @@ def pca_map(embeddings: np.ndarray, key: Optional[str] = None, *, cache: Optiona
     """The first two principal components (N, 2) float32: linear, so distances along them mean
     something, unlike t-SNE's. With a `key`, cached like `tsne_map`."""
     return _map("pca", embeddings, key, cache).coords.copy()
-
-
-def cached_map(key: str, method: str = "tsne", *, cache: Optional[MapCache] = None) -> Optional[np.ndarray]:
-    """The stored map for `key`, without the embeddings (say, right after a restart); None if none."""
-    entry = (cache or default_cache()).get(_name(method, key))
-    return None if entry is None else entry.coords.copy()
 
 
 def place_points(key: str, new_embeddings: np.ndarray, method: str = "tsne", *,

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import time
 import zlib
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from ssl_core import images
-from ssl_core.images import ImageError, open_image, to_model_image
+from ssl_core.images import ImageError, as_digit, fit_square, open_image, to_model_image, write_png
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -188,13 +190,15 @@ def test_animated_gif_gives_its_first_frame() -> None:
 
 
 # ------------------------------------------------------------------------------- EXIF orientation
-def exif_photo(orientation: int) -> bytes:
-    """A 40x20 JPEG stored sideways: red on the stored left half, with an EXIF orientation tag."""
-    arr = np.full((20, 40, 3), 255, dtype=np.uint8)
-    arr[:, :20] = (255, 0, 0)
+def exif_photo(orientation: int, stored: Optional[Image.Image] = None) -> bytes:
+    """A JPEG with an EXIF orientation tag; by default 40x20 stored sideways, red on the stored left half."""
+    if stored is None:
+        arr = np.full((20, 40, 3), 255, dtype=np.uint8)
+        arr[:, :20] = (255, 0, 0)
+        stored = Image.fromarray(arr)
     exif = Image.Exif()
     exif[0x0112] = orientation
-    return encode(Image.fromarray(arr), "JPEG", quality=95, exif=exif.tobytes())
+    return encode(stored, "JPEG", quality=95, exif=exif.tobytes())
 
 
 def test_exif_orientation_is_applied_once_whichever_way_the_image_arrives(tmp_path: Path) -> None:
@@ -224,3 +228,42 @@ def test_broken_exif_does_not_make_a_good_image_unusable() -> None:
     exif[0x0112] = 99  # not a valid orientation
     data = encode(Image.new("RGB", (40, 20), (9, 9, 9)), "JPEG", exif=exif.tobytes())
     assert open_image(data).size == (40, 20)
+
+
+# ------------------------------------------------------------------ squaring, digits, outputs
+def test_fit_square_squashes_crops_or_pads() -> None:
+    wide = Image.new("RGB", (60, 20), (0, 0, 255))
+    wide.paste((255, 0, 0), (20, 0, 40, 20))  # a red middle third
+    assert fit_square(wide, "squash") is wide  # to_model_image stretches it whole
+    crop = fit_square(wide, "crop")
+    assert crop.size == (20, 20) and crop.getpixel((10, 10)) == (255, 0, 0) and crop.getpixel((0, 0)) == (255, 0, 0)
+    pad = fit_square(wide, "pad")
+    assert pad.size == (60, 60) and pad.getpixel((0, 0)) == (0, 0, 255)  # borders take the edge colour
+    assert to_model_image(wide, fit="crop").shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="fit must be one of"):
+        fit_square(wide, "stretch")
+
+
+def test_as_digit_gives_dark_ink_on_white_framed_like_the_set_whatever_the_polarity() -> None:
+    ink = Image.new("L", (200, 120), 255)
+    ImageDraw.Draw(ink).line([(120, 30), (120, 90)], fill=0, width=6)  # a "1", small and off-centre
+    chalk = ImageOps.invert(ink)
+    a, b = np.asarray(as_digit(ink)), np.asarray(as_digit(chalk))
+    assert a.shape == (32, 32, 3) and np.array_equal(a, b)
+    assert a[0, 0].tolist() == [255, 255, 255] and a[16, 16].max() < 60  # paper white, ink dark in the middle
+    rows = np.nonzero(a[..., 0].min(axis=1) < 128)[0]
+    assert rows.min() <= 1 and rows.max() >= 30  # the ink fills the height, as the set's digits do
+    assert np.asarray(as_digit(Image.new("RGB", (40, 40), "black"))).min() == 255  # no ink: blank paper
+
+
+def test_write_png_is_content_addressed_and_atomic(tmp_path: Path) -> None:
+    img = Image.new("RGB", (8, 8), (1, 2, 3))
+    first = write_png(img, tmp_path)
+    before = os.stat(first)
+    # The same picture again (another visitor, at once) names the same file and leaves it alone:
+    # a file being served is never truncated and rewritten.
+    assert write_png(img.copy(), tmp_path) == first and Path(first).suffix == ".png"
+    after = os.stat(first)
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+    assert Image.open(first).getpixel((0, 0)) == (1, 2, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [Path(first).name]  # no temporary files left

@@ -1,4 +1,5 @@
-"""Inference with the shipped checkpoints on held-out digits: rotation, pair distances, neighbours."""
+"""Inference with the shipped checkpoints on held-out digits: rotation (both ink polarities, any
+framing), pair distances, neighbours and maps."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ssl_core import inference
+from ssl_core import inference, maps
 from ssl_core.checkpoints import load_checkpoint
 from ssl_core.evaluate import embed, knn_accuracy
 from ssl_core.images import ImageError, to_pil
+from ssl_core.registry import ModelRegistry
+from tests.test_images import exif_photo
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,7 @@ def test_predicts_the_turn_of_held_out_digits(rotation_ckpt, digits_split) -> No
     for i in range(60):
         k = i % 4
         turned = to_pil(torch.rot90(test.images[i], k, (-2, -1)), scale=4)  # an upload: enlarged, as a PIL image
-        p = inference.predict_rotation(rotation_ckpt.model, turned)
+        p = inference.predict_rotation(rotation_ckpt, turned)
         assert set(p.probabilities) == set(inference.ANGLES)
         assert abs(sum(p.probabilities.values()) - 1) < 1e-4
         right += p.k == k and p.angle == inference.ANGLES[k]
@@ -39,7 +42,7 @@ def test_predicts_the_turn_of_held_out_digits(rotation_ckpt, digits_split) -> No
 def test_upright_undoes_the_predicted_turn_and_guesses_follow_the_turns(rotation_ckpt, digits_split) -> None:
     digit = digits_split.test.images[0]
     upload = to_pil(torch.rot90(digit, 1, (-2, -1)), scale=4)
-    p = inference.predict_rotation(rotation_ckpt.model, upload)
+    p = inference.predict_rotation(rotation_ckpt, upload)
     assert p.k == 1
     upright = np.asarray(p.upright.resize((32, 32), Image.Resampling.BOX))
     original = np.asarray(to_pil(digit))
@@ -51,9 +54,9 @@ def test_upright_undoes_the_predicted_turn_and_guesses_follow_the_turns(rotation
 
 def test_bad_input_is_a_readable_image_error(rotation_ckpt) -> None:
     with pytest.raises(ImageError):
-        inference.predict_rotation(rotation_ckpt.model, b"not an image at all")
+        inference.predict_rotation(rotation_ckpt, b"not an image at all")
     with pytest.raises(ValueError, match="rotation model"):
-        inference.predict_rotation(load_checkpoint(rotation_ckpt.path.parent / "digits-siamese").model, Image.new("RGB", (8, 8)))
+        inference.predict_rotation(load_checkpoint(rotation_ckpt.path.parent / "digits-siamese"), Image.new("RGB", (8, 8)))
 
 
 def test_same_class_pairs_are_closer_than_different(siamese_ckpt, digits_split) -> None:
@@ -65,23 +68,32 @@ def test_same_class_pairs_are_closer_than_different(siamese_ckpt, digits_split) 
     for c in range(10):
         a, b = by_class[c][0], by_class[c][1]
         other = by_class[(c + 1) % 10][0]
-        same.append(inference.compare_pair(siamese_ckpt.model, to_pil(test.images[a]), to_pil(test.images[b]), threshold).distance)
-        r = inference.compare_pair(siamese_ckpt.model, to_pil(test.images[a]), to_pil(test.images[other]), threshold)
+        same.append(inference.compare_pair(siamese_ckpt, to_pil(test.images[a]), to_pil(test.images[b])).distance)
+        r = inference.compare_pair(siamese_ckpt, to_pil(test.images[a]), to_pil(test.images[other]))
         diff.append(r.distance)
-        assert r.same == (r.distance <= threshold)
+        assert r.same == (r.distance <= threshold) and r.threshold == threshold
     assert np.median(same) < np.median(diff)
     assert sum(d <= threshold for d in same) >= 8 and sum(d > threshold for d in diff) >= 8
 
 
-def test_reference_is_the_held_out_split_and_neighbours_share_the_class(siamese_ckpt, digits_split) -> None:
-    ref = inference.reference(siamese_ckpt, "test-siamese")
-    assert torch.equal(ref.test.images, digits_split.test.images)
+def test_reference_is_the_held_out_split_and_neighbours_share_the_class(shipped_checkpoints, digits_split) -> None:
+    model = ModelRegistry(shipped_checkpoints).load("digits-siamese")
+    ref = maps.reference(model)
+    assert torch.equal(ref.images.images, digits_split.test.images) and len(ref.map_index) == len(digits_split.test)
     assert ref.embeddings.shape == (len(digits_split.test), 128)
     query = digits_split.test.images[5]
-    near = inference.nearest(ref, inference.embed_image(siamese_ckpt.model, to_pil(query)), k=5)
-    assert near[0].index == 5 and near[0].distance < 1e-4  # the image itself, embedded the same way
-    assert [n.distance for n in near] == sorted(n.distance for n in near)
-    assert sum(n.class_name == ref.class_name(5) for n in near) >= 4
+    emb = inference.embed_image(model.checkpoint, to_pil(query, 4))
+    near = ref.nearest(emb)  # the upload is redrawn like the set (as_digit), so close to itself, not equal
+    assert 5 in near and ref.caption(near[0], emb).startswith(ref.class_name(5))
+    assert sum(ref.class_name(i) == ref.class_name(5) for i in near) >= 4
+
+
+def test_cifar10_maps_use_the_shipped_sample_without_cifar10_on_disk(shipped_checkpoints, monkeypatch) -> None:
+    model = ModelRegistry(shipped_checkpoints).load("cifar10-siamese")
+    card = dict(model.card, config=dict(model.card["config"], data_dir="/nonexistent/cifar10"))
+    images, about = maps.held_out(card)
+    assert len(images) == 2000 and torch.bincount(images.labels).tolist() == [200] * 10
+    assert images.class_names[3] == "cat" and "shipped with the app" in about
 
 
 def test_random_init_model_is_the_runs_starting_point(siamese_ckpt, digits_split) -> None:
@@ -90,3 +102,40 @@ def test_random_init_model_is_the_runs_starting_point(siamese_ckpt, digits_split
     tr, te = digits_split.train, digits_split.test
     acc = knn_accuracy(embed(model, tr.images), tr.labels, embed(model, te.images), te.labels)
     assert acc == pytest.approx(siamese_ckpt.card["metrics"]["knn_accuracy_random_init"], abs=1e-6)
+
+
+# --------------------------------------------------------------------------- digits both ways
+def _styles(digit: torch.Tensor) -> dict[str, Image.Image]:
+    """One held-out digit (dark on white, 32x32) drawn the ways people bring digits."""
+    dark = to_pil(digit, scale=4)
+    light = Image.fromarray(255 - np.asarray(dark))  # chalk, a white pen on black
+    small = Image.fromarray(255 - np.asarray(to_pil(digit))).convert("L").resize((20, 20), Image.Resampling.BILINEAR)
+    mnist = Image.new("L", (28, 28), 0)
+    mnist.paste(small, (4, 4))  # MNIST: white on black, 20x20 in a 28x28 frame
+    canvas = Image.new("RGB", (300, 200), (20, 20, 30))
+    canvas.paste(light.resize((90, 90)), (170, 40))  # a small digit off-centre on a wide dark canvas
+    return {"dark on light": dark, "light on dark": light, "MNIST style": mnist.convert("RGB"), "wide canvas": canvas}
+
+
+def test_digits_are_judged_alike_in_both_polarities_and_any_framing(rotation_ckpt, digits_split) -> None:
+    """Held-out digits the model never trained on, each in four turns and four styles."""
+    test = digits_split.test
+    right: dict[str, list[bool]] = {}
+    for i in range(0, len(test), 4):
+        for k in range(4):
+            for style, img in _styles(torch.rot90(test.images[i], k, (-2, -1))).items():
+                right.setdefault(style, []).append(inference.predict_rotation(rotation_ckpt, img).k == k)
+    scores = {style: float(np.mean(v)) for style, v in right.items()}
+    print(f"\ndigits-rotation on {len(right['dark on light'])} held-out turns: {scores}")
+    assert all(score >= 0.9 for score in scores.values()), scores
+    assert abs(scores["dark on light"] - scores["light on dark"]) < 1e-9  # the same answer either way
+
+
+def test_exif_rotated_light_on_dark_digit_is_turned_before_judging(rotation_ckpt, digits_split) -> None:
+    """A phone photo of a white-on-black digit, stored sideways with EXIF orientation 6: shown upright."""
+    right = 0
+    for i in range(10):
+        light = Image.fromarray(255 - np.asarray(to_pil(digits_split.test.images[i], scale=4)))
+        stored = light.rotate(90, expand=True)  # orientation 6 turns it 90 degrees clockwise: upright again
+        right += inference.predict_rotation(rotation_ckpt, exif_photo(6, stored)).k == 0
+    assert right >= 9

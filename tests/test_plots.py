@@ -19,12 +19,6 @@ def test_loss_and_metric_curves() -> None:
     assert len(empty.data) == 1
 
 
-def test_rotation_probabilities_highlight_the_winner() -> None:
-    fig = plots.rotation_probabilities({"0°": 0.1, "90°": 0.7, "180°": 0.1, "270°": 0.1}, "t")
-    colors = list(fig.data[0].marker.color)
-    assert colors[1] != colors[0] and colors.count(colors[0]) == 3
-
-
 def test_embedding_maps_side_by_side_with_hover() -> None:
     rng = np.random.default_rng(0)
     xy = rng.normal(size=(30, 2))
