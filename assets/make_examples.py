@@ -1,15 +1,17 @@
-"""Regenerates assets/examples/*.png: held-out digits from scikit-learn's bundled set, and two
-digits drawn here with PIL lines. Run: python assets/make_examples.py"""
+"""Regenerates assets/examples/*.png: held-out digits from scikit-learn's bundled set (one also
+light-on-dark), two digits drawn here with PIL lines, and CIFAR-10 *test* images when the JPEG copy
+is given. Run: python assets/make_examples.py [/path/to/cifar10-jpeg]"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from ssl_core.data import load_dataset, split
-from ssl_core.images import to_pil
+from ssl_core.images import to_model_image, to_pil
 
 OUT = Path(__file__).resolve().parent / "examples"
 SCALE = 4  # 32 -> 128 px, nearest-neighbour so the pixels stay what the model sees
@@ -36,9 +38,25 @@ def main() -> None:
                                 ("digit-2-turned-180", 2, 0, 2), ("digit-4-turned-270", 4, 0, 3),
                                 ("digit-3-another", 3, 1, 0), ("digit-8", 8, 0, 0), ("digit-1", 1, 0, 0)]:
         to_pil(torch.rot90(test_digit(test, label, nth), k, (-2, -1)), scale=SCALE).save(OUT / f"{name}.png")
+    light = ImageOps.invert(to_pil(torch.rot90(test_digit(test, 5), 2, (-2, -1)), scale=SCALE))  # MNIST-style
+    light.save(OUT / "digit-5-light-on-dark-turned-180.png")
     drawn([[(30, 25), (98, 25), (55, 108)]]).save(OUT / "drawn-7-upright.png")
     drawn([[(70, 15), (28, 80), (100, 80)], [(78, 45), (78, 115)]]).rotate(90).save(OUT / "drawn-4-turned-90.png")
 
 
+# (file name, CIFAR-10 test file, quarter-turns counter-clockwise)
+CIFAR_EXAMPLES = [("cifar10-cat-turned-90", "test/cat/0300.jpg", 1), ("cifar10-ship-upright", "test/ship/0300.jpg", 0),
+                  ("cifar10-horse-turned-180", "test/horse/0300.jpg", 2), ("cifar10-airplane-turned-270", "test/airplane/0300.jpg", 3),
+                  ("cifar10-truck-turned-90", "test/truck/0300.jpg", 1), ("cifar10-cat-a", "test/cat/0301.jpg", 0),
+                  ("cifar10-cat-b", "test/cat/0302.jpg", 0), ("cifar10-truck-a", "test/truck/0301.jpg", 0)]
+
+
+def cifar_examples(root: Path) -> None:
+    for name, rel, k in CIFAR_EXAMPLES:
+        to_pil(torch.rot90(to_model_image(root / rel), k, (-2, -1)), scale=SCALE).save(OUT / f"{name}.png")
+
+
 if __name__ == "__main__":
     main()
+    if len(sys.argv) > 1:
+        cifar_examples(Path(sys.argv[1]))

@@ -1,4 +1,5 @@
-"""The app end to end through gradio_client: every endpoint, on the shipped models and a real run.
+"""The app end to end through gradio_client: every endpoint, the model pickers' names, the shipped
+CIFAR-10 and digits models on held-out images, and a real run joining the models on offer.
 
 The app is launched in this process (prevent_thread_lock) on a free port, with its runs folder in
 a temporary directory so the tests never change which models the real app serves.
@@ -7,27 +8,44 @@ a temporary directory so the tests never change which models the real app serves
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageOps
 
 from ssl_core.images import to_pil
 
 pytestmark = pytest.mark.slow
 ANGLES = ["0°", "90°", "180°", "270°"]
+SHIPPED = ["cifar10-rotation", "cifar10-siamese", "cifar10-simclr", "digits-rotation", "digits-siamese", "digits-simclr"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fresh_app():  # noqa: ANN201
+    """app and its tab modules imported anew: a registry and job bound to the current SSL_RUNS_DIR."""
+    import app
+    import ui.common
+    import ui.embeddings
+    import ui.rotation
+    import ui.similarity
+    import ui.train
+
+    for module in (ui.common, ui.rotation, ui.similarity, ui.embeddings, ui.train, app):
+        importlib.reload(module)
+    return app
 
 
 @pytest.fixture(scope="module")
 def app_module(tmp_path_factory, free_port):
     os.environ["SSL_RUNS_DIR"] = str(tmp_path_factory.mktemp("runs"))
     os.environ["SSL_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))  # maps computed afresh, not read from ~/.cache
-    import app
-
-    app = importlib.reload(app)  # a fresh registry and job bound to the temporary runs folder
+    app = fresh_app()
     app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     yield app
     app.JOB.stop()
@@ -42,19 +60,42 @@ def client(app_module):
 
 
 @pytest.fixture(scope="module")
+def lean(app_module):
+    """A client that leaves output images on the server: for the many-call accuracy checks."""
+    from gradio_client import Client
+
+    return Client(app_module.demo.local_url, verbose=False, download_files=False)
+
+
+@pytest.fixture(scope="module")
 def images(tmp_path_factory, digits_split) -> dict:
-    """Held-out digits saved as PNG uploads: `digit{label}_{n}_k{turn}.png`."""
+    """Held-out digits saved as PNG uploads: `digit{label}_{n}_k{turn}.png`, and light-on-dark copies."""
     folder = tmp_path_factory.mktemp("uploads")
     test = digits_split.test
     out = {}
-    for label in (0, 1, 3, 4, 7, 8):
+    for label in range(10):
         for n in range(2):
             i = int(torch.nonzero(test.labels == label).flatten()[n])
             for k in range(4):
-                path = folder / f"digit{label}_{n}_k{k}.png"
-                to_pil(torch.rot90(test.images[i], k, (-2, -1)), scale=4).save(path)
-                out[(label, n, k)] = str(path)
+                img = to_pil(torch.rot90(test.images[i], k, (-2, -1)), scale=4)
+                for style, picture in (("dark", img), ("light", ImageOps.invert(img))):
+                    path = folder / f"digit{label}_{n}_k{k}_{style}.png"
+                    picture.save(path)
+                    out[(label, n, k) if style == "dark" else (label, n, k, "light")] = str(path)
     return out
+
+
+@pytest.fixture(scope="module")
+def cifar_test():  # noqa: ANN201
+    """The shipped 2,000-image sample of the CIFAR-10 test split (the models never trained on it)."""
+    from ssl_core.maps import SAMPLE_FILE
+    from safetensors.torch import load_file
+
+    return load_file(str(SAMPLE_FILE))
+
+
+def _card(name: str) -> dict:
+    return json.loads((ROOT / "checkpoints" / name / "card.json").read_text())
 
 
 def _upload(path: str):
@@ -66,21 +107,84 @@ def _upload(path: str):
 def test_every_endpoint_is_named_as_documented(client) -> None:
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     params = {name: [p["parameter_name"] for p in spec["parameters"]] for name, spec in api.items()}
-    assert params["/predict_rotation"] == ["image"]
-    assert params["/compare_pair"] == ["image_a", "image_b"]
+    assert params["/predict_rotation"] == ["image", "model"]
+    assert params["/compare_pair"] == ["image_a", "image_b", "model"]
+    assert params["/embedding_map"] == ["model"]
+    assert params["/list_models"] == []
     assert params["/start_training"][:3] == ["task", "dataset", "epochs"]
     assert params["/stop_training"] == [] and params["/training_status"] == []
-    assert params["/embedding_map"] == ["model"]
+    model_params = [p for name in ("/predict_rotation", "/compare_pair", "/embedding_map") for p in api[name]["parameters"]
+                    if p["parameter_name"] == "model"]
+    assert all(p["parameter_has_default"] for p in model_params)  # model is optional everywhere
 
 
-def test_predict_rotation_names_the_turn(client, images) -> None:
-    for label in (0, 3, 4, 7):
+def test_list_models_names_the_six_shipped_models(client) -> None:
+    assert client.predict(api_name="/list_models")[:6] == SHIPPED
+
+
+def test_default_and_unknown_models(client, images) -> None:
+    from gradio_client.exceptions import AppError
+
+    digit = _upload(images[(7, 0, 1)])
+    assert "Answered by `cifar10-rotation` (shipped)" in client.predict(digit, api_name="/predict_rotation")[3]
+    assert "Answered by `cifar10-rotation`" in client.predict(digit, "rotation", api_name="/predict_rotation")[3]
+    with pytest.raises(AppError, match="Unknown model 'digits-rotatoin'; choose one of: cifar10-rotation"):
+        client.predict(digit, "digits-rotatoin", api_name="/predict_rotation")
+    with pytest.raises(AppError, match="cifar10-siamese is a siamese model; this needs a rotation model"):
+        client.predict(digit, "cifar10-siamese", api_name="/predict_rotation")
+
+
+def test_cifar10_rotation_through_the_app_agrees_with_its_card(lean, cifar_test, tmp_path) -> None:
+    """100 CIFAR-10 test images (10 per class) in all four turns, as PNG uploads."""
+    rows = [int(i) for c in range(10) for i in torch.nonzero(cifar_test["labels"] == c).flatten()[::20]]
+    right = []
+    for n, i in enumerate(rows):
         for k in range(4):
-            result = client.predict(_upload(images[(label, 0, k)]), api_name="/predict_rotation")
-            top = result[0]["label"]
-            assert top == ANGLES[k], f"digit {label} turned {ANGLES[k]}: predicted {top}"
-            assert {c["label"] for c in result[0]["confidences"]} == set(ANGLES)
-            assert "digits-rotation" in result[3] and "test split" in result[3]
+            path = tmp_path / f"cifar{n}_k{k}.png"
+            to_pil(torch.rot90(cifar_test["images"][i], k, (-2, -1))).save(path)
+            result = lean.predict(_upload(str(path)), "cifar10-rotation", api_name="/predict_rotation")
+            right.append(result[0]["label"] == ANGLES[k])
+    card = _card("cifar10-rotation")["metrics"]["rotation_accuracy"]
+    print(f"\ncifar10-rotation through gradio_client: {np.mean(right):.3f} of {len(right)} turns; card {card:.3f}")
+    assert abs(np.mean(right) - card) < 0.07  # 400 turns: a standard error of about 2 points
+
+
+def test_cifar10_siamese_separates_classes_as_its_card_says(lean, cifar_test, tmp_path) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = cifar_test["labels"].numpy()
+    distances, same = [], []
+    for n in range(120):
+        a = int(rng.integers(len(labels)))
+        pool = np.nonzero(labels == labels[a] if n % 2 == 0 else labels != labels[a])[0]
+        b = int(rng.choice(pool[pool != a]))
+        paths = []
+        for j, i in enumerate((a, b)):
+            paths.append(str(tmp_path / f"pair{n}_{j}.png"))
+            to_pil(cifar_test["images"][i]).save(paths[-1])
+        result = lean.predict(_upload(paths[0]), _upload(paths[1]), "cifar10-siamese", api_name="/compare_pair")
+        distances.append(result[0])
+        same.append(n % 2 == 0)
+    auc = roc_auc_score(same, -np.asarray(distances))
+    card = _card("cifar10-siamese")["metrics"]["pair_auc"]
+    print(f"\ncifar10-siamese pair ROC-AUC through gradio_client: {auc:.3f} on {len(same)} test pairs; card {card:.3f}")
+    assert abs(auc - card) < 0.12  # 120 pairs: a standard error of about 0.05
+    assert "held-out cifar10 pairs" in result[1] and len(result[2]) == 5 and "Answered by `cifar10-siamese`" in result[1]
+
+
+def test_digits_are_judged_right_in_both_polarities(lean, images) -> None:
+    for style in ("dark", "light"):
+        right = []
+        for label in range(10):
+            for k in range(4):
+                key = (label, 0, k) if style == "dark" else (label, 0, k, "light")
+                result = lean.predict(_upload(images[key]), "digits-rotation", api_name="/predict_rotation")
+                right.append(result[0]["label"] == ANGLES[k])
+                assert {c["label"] for c in result[0]["confidences"]} == set(ANGLES)
+        print(f"\ndigits-rotation, {style} digits through gradio_client: {np.mean(right):.3f} of {len(right)} turns")
+        assert np.mean(right) >= 0.9
+    assert "digits-rotation" in result[3] and "test split" in result[3]
 
 
 def test_predict_rotation_latency(client, images) -> None:
@@ -96,17 +200,17 @@ def test_predict_rotation_latency(client, images) -> None:
     upload = images[(7, 0, 1)]
 
     def via_client() -> None:
-        client.predict(_upload(upload), api_name="/predict_rotation")
+        client.predict(_upload(upload), "digits-rotation", api_name="/predict_rotation")
 
     answer_only = Client(client.src, verbose=False, download_files=False)  # output images stay on the server
 
     def via_client_no_downloads() -> None:
-        answer_only.predict(_upload(upload), api_name="/predict_rotation")
+        answer_only.predict(_upload(upload), "digits-rotation", api_name="/predict_rotation")
 
     lean = Client(client.src, verbose=False, download_files=False, ssl_verify=False)
 
     def via_lean_client() -> None:
-        lean.predict(_upload(upload), api_name="/predict_rotation")
+        lean.predict(_upload(upload), "digits-rotation", api_name="/predict_rotation")
 
     http = httpx.Client(base_url=client.src)
 
@@ -114,7 +218,7 @@ def test_predict_rotation_latency(client, images) -> None:
         with open(upload, "rb") as f:
             path = http.post("gradio_api/upload", files={"files": ("digit.png", f, "image/png")}).json()[0]
         r = http.post("gradio_api/run/predict_rotation",
-                      json={"data": [{"path": path, "orig_name": "digit.png", "meta": {"_type": "gradio.FileData"}}]})
+                      json={"data": [{"path": path, "orig_name": "digit.png", "meta": {"_type": "gradio.FileData"}}, "digits-rotation"]})
         assert r.json()["data"][0]["label"] == "90°"
 
     medians = {}
@@ -144,11 +248,12 @@ def test_bad_upload_gives_a_readable_message(client, tmp_path) -> None:
         client.predict(_upload(str(bad)), api_name="/predict_rotation")
 
 
-def test_compare_pair_same_class_is_closer(client, images) -> None:
-    same = [client.predict(_upload(images[(c, 0, 0)]), _upload(images[(c, 1, 0)]), api_name="/compare_pair")
-            for c in (0, 3, 4, 7)]
-    diff = [client.predict(_upload(images[(a, 0, 0)]), _upload(images[(b, 0, 0)]), api_name="/compare_pair")
-            for a, b in ((0, 1), (3, 8), (4, 7), (7, 1))]
+def test_digits_siamese_same_class_is_closer(client, images) -> None:
+    def pair(a: tuple, b: tuple) -> tuple:
+        return client.predict(_upload(images[a]), _upload(images[b]), "digits-siamese", api_name="/compare_pair")
+
+    same = [pair((c, 0, 0), (c, 1, 0)) for c in (0, 3, 4, 7)]
+    diff = [pair((a, 0, 0), (b, 0, 0)) for a, b in ((0, 1), (3, 8), (4, 7), (7, 1))]
     assert all(isinstance(r[0], float) for r in same + diff)
     assert max(r[0] for r in same) < min(r[0] for r in diff)
     assert "same class" in same[0][1] and "different classes" in diff[0][1]
@@ -171,8 +276,7 @@ def _wait(client, condition, timeout: float = 120.0) -> dict:
     raise AssertionError(f"timed out waiting; last status {_status(client)['status']}")
 
 
-def test_training_start_status_finish(client, app_module) -> None:
-    before = app_module.REGISTRY.get("siamese").checkpoint.path
+def test_a_finished_run_is_offered_but_never_the_default(client, app_module) -> None:
     msg = client.predict("siamese", "digits", 2, api_name="/start_training")
     assert msg.startswith("Started siamese on digits")
     running = _wait(client, lambda s: s["status"] == "running" and s["step"] > 0)
@@ -181,16 +285,21 @@ def test_training_start_status_finish(client, app_module) -> None:
     assert done["status"] == "finished", done["log"]
     assert [h["epoch"] for h in done["history"]] == [1, 2]
     assert done["metrics"]["knn_accuracy"] > 0.9 and "knn_accuracy_random_init" in done["metrics"]
-    assert Path(done["checkpoint"]).is_dir() and Path(done["checkpoint"]) != before
-    assert app_module.REGISTRY.get("siamese").checkpoint.path == Path(done["checkpoint"])
-    # The next answer comes from the new model and says so.
+    assert Path(done["checkpoint"]).is_dir() and done["model"] == Path(done["checkpoint"]).name
+    assert client.predict(api_name="/list_models") == SHIPPED + [done["model"]]
     img = str(app_module.EXAMPLES / "digit-3-upright.png")
-    answer = client.predict(_upload(img), _upload(img), api_name="/compare_pair")
-    assert Path(done["checkpoint"]).name in answer[1] and "trained in this app" in answer[1]
+    picked = client.predict(_upload(img), _upload(img), done["model"], api_name="/compare_pair")
+    assert f"`{done['model']}` (trained in this app)" in picked[1]
+    # A new visitor (a new client, a new page) still gets the shipped default.
+    from gradio_client import Client
+
+    visitor = Client(client.src, verbose=False, download_files=False)
+    assert "Answered by `cifar10-siamese` (shipped)" in visitor.predict(_upload(img), _upload(img), api_name="/compare_pair")[1]
+    assert app_module.REGISTRY.get("siamese").name == "cifar10-siamese"
 
 
 def test_second_start_refused_and_stop_keeps_previous_model(client, app_module) -> None:
-    before = app_module.REGISTRY.get("rotation").checkpoint.path
+    before = client.predict(api_name="/list_models")
     assert client.predict("rotation", "digits", 50, api_name="/start_training").startswith("Started")
     _wait(client, lambda s: s["status"] == "running" and s["step"] > 2)
     refused = client.predict("simclr", "digits", 1, api_name="/start_training")
@@ -200,8 +309,8 @@ def test_second_start_refused_and_stop_keeps_previous_model(client, app_module) 
     stopped = client.predict(api_name="/stop_training")
     s = _wait(client, lambda s: s["status"] == "stopped", timeout=5)
     assert time.perf_counter() - t < 2.0, "stop took too long"
-    assert "previous model is kept" in stopped and s["checkpoint"] == ""
-    assert app_module.REGISTRY.get("rotation").checkpoint.path == before
+    assert "previous model is kept" in stopped and s["checkpoint"] == "" and s["model"] == ""
+    assert client.predict(api_name="/list_models") == before  # a stopped run offers nothing
 
 
 def test_invalid_training_settings_are_refused_with_a_message(client) -> None:
@@ -210,12 +319,20 @@ def test_invalid_training_settings_are_refused_with_a_message(client) -> None:
     with pytest.raises(AppError, match="greater than maximum"):  # the form's own range check
         client.predict("siamese", "digits", 2, 64, 5.0, api_name="/start_training")
     assert client.predict("siamese", "folder", 2, api_name="/start_training").startswith("Not started: Type the path")
-    assert client.predict("siamese", "zip", 2, api_name="/start_training").startswith("Upload a .zip")
+    assert client.predict("siamese", "zip", 2, api_name="/start_training").startswith("Not started: Upload a .zip")
 
 
-def test_embedding_map(client) -> None:
-    tsne, pca, text = client.predict("siamese", api_name="/embedding_map")
+def test_cifar10_embedding_map_with_images(client) -> None:
+    tsne, pca, text, mosaic = client.predict(api_name="/embedding_map")  # default: the shipped CIFAR-10 siamese model
     for fig in (tsne, pca):
         assert fig["type"] == "plotly" and '"scattergl"' in fig["plot"] and "random-init" in fig["plot"]
-    assert "kNN" in text or "5-NN" in text
-    assert "test split" in text
+        assert "2,000 held-out CIFAR-10 images" in fig["plot"]
+    assert "5-NN accuracy of the trained embedding" in text and "cifar10-siamese" in text
+    assert "10,000" in text or "shipped with the app" in text  # says which held-out images it searched
+    picture = Image.open(mosaic)
+    assert picture.size[0] >= 800 and len(set(picture.convert("L").getdata())) > 200  # photos, not a blank canvas
+
+
+def test_digits_embedding_map(client) -> None:
+    tsne, pca, text, mosaic = client.predict("digits-simclr", api_name="/embedding_map")
+    assert "held-out digits images (test split) · digits-simclr" in tsne["plot"] and "digits-simclr" in text

@@ -1,15 +1,13 @@
 """The launched app under bad input, broken models and a crowd, through gradio_client as a visitor
 would reach it: every case gets a readable message and the app keeps answering afterwards.
 
-The app runs in this process on a free port with its runs folder in a temporary directory whose
-active.json points at a poisoned checkpoint, so the fallback to the shipped model is exercised too.
+The app runs in this process on a free port with its runs folder in a temporary directory holding
+a poisoned run, so the fallback to the shipped model is exercised too.
 """
 
 from __future__ import annotations
 
-import importlib
 import io
-import json
 import os
 import pickle
 import shutil
@@ -24,6 +22,7 @@ import torch
 from PIL import Image
 
 from ssl_core.images import to_pil
+from tests.test_app import fresh_app
 from tests.test_checkpoints import _Payload
 from tests.test_images import bilevel_png, exif_photo
 
@@ -33,21 +32,18 @@ ANGLES = {"0°", "90°", "180°", "270°"}
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, shipped_checkpoints: Path) -> Path:
-    """A runs folder whose remembered rotation model is a pickle renamed to model.safetensors."""
+    """A runs folder with a rotation run whose model.safetensors is a pickle in disguise."""
     runs = tmp_path_factory.mktemp("runs")
     evil = runs / "rotation-digits-evil"
     shutil.copytree(shipped_checkpoints / "digits-rotation", evil)
     (evil / "model.safetensors").write_bytes(pickle.dumps(_Payload(runs / "PWNED"), protocol=4))
-    (runs / "active.json").write_text(json.dumps({"rotation": str(evil)}))
     return runs
 
 
 @pytest.fixture(scope="module")
 def app_module(runs: Path, free_port):
     os.environ["SSL_RUNS_DIR"] = str(runs)
-    import app
-
-    app = importlib.reload(app)  # a fresh registry and job bound to the temporary runs folder
+    app = fresh_app()  # a fresh registry and job bound to the temporary runs folder
     app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     yield app
     app.JOB.stop()
@@ -130,7 +126,7 @@ def up(path: str):
 
 def answers(client, uploads) -> None:
     """The app still answers a normal request."""
-    result = client.predict(up(uploads["digit0"]), api_name="/predict_rotation")
+    result = client.predict(up(uploads["digit0"]), "digits-rotation", api_name="/predict_rotation")
     assert result[0]["label"] in ANGLES
 
 
@@ -173,10 +169,11 @@ def test_odd_but_valid_uploads_are_answered(client, uploads, name: str) -> None:
 
 # ------------------------------------------------------------------------------ checkpoints
 def test_poisoned_trained_model_falls_back_to_the_shipped_one_without_running_it(client, uploads, runs: Path) -> None:
-    result = client.predict(up(uploads["digit0"]), api_name="/predict_rotation")
+    assert "rotation-digits-evil" in client.predict(api_name="/list_models")  # its card reads fine: it is offered
+    result = client.predict(up(uploads["digit0"]), "rotation-digits-evil", api_name="/predict_rotation")
     assert result[0]["label"] in ANGLES
     note = result[3]
-    assert "digits-rotation" in note and "shipped" in note
+    assert "Answered by `cifar10-rotation` (shipped)" in note
     assert "rotation-digits-evil could not be loaded" in note and "pickle/zip file, not safetensors" in note
     assert not (runs / "PWNED").exists(), "the pickle was executed"
 
@@ -264,7 +261,7 @@ def test_crowd_while_training(app_module, idle, uploads) -> None:
     """Tab A trains; tab B is refused with who/what/ETA; 20 predictions from both tabs while it
     trains are all answered within a bound; both tabs see the same status; stop ends it."""
     tab_a, tab_b = new_client(app_module), new_client(app_module)
-    before = tab_a.predict(up(uploads["digit0"]), api_name="/predict_rotation")[3]
+    before = tab_a.predict(up(uploads["digit0"]), "digits-rotation", api_name="/predict_rotation")[3]
     assert tab_a.predict("rotation", "digits", 200, api_name="/start_training").startswith("Started rotation on digits")
     deadline = time.monotonic() + 60
     while tab_a.predict(api_name="/training_status")["step"] < 3:
@@ -275,7 +272,8 @@ def test_crowd_while_training(app_module, idle, uploads) -> None:
     assert refusal.startswith("Not started: rotation on digits (epoch ")
     assert "left, started by session" in refusal and "is already training" in refusal
 
-    jobs = [(tab_a if n % 2 else tab_b).submit(up(uploads[f"digit{n}"]), api_name="/predict_rotation") for n in range(20)]
+    jobs = [(tab_a if n % 2 else tab_b).submit(up(uploads[f"digit{n}"]), "digits-rotation", api_name="/predict_rotation")
+            for n in range(20)]
     t0 = time.perf_counter()
     # gradio_client's Job wraps its own future, so wait on each in turn against one deadline.
     labels = [j.result(timeout=max(0.1, 120 - (time.perf_counter() - t0)))[0]["label"] for j in jobs]
@@ -287,7 +285,7 @@ def test_crowd_while_training(app_module, idle, uploads) -> None:
     latencies = []
     for n in range(5):
         t = time.perf_counter()
-        tab_b.predict(up(uploads[f"digit{n}"]), api_name="/predict_rotation")
+        tab_b.predict(up(uploads[f"digit{n}"]), "digits-rotation", api_name="/predict_rotation")
         latencies.append(time.perf_counter() - t)
     print(f"\nwhile training: 20 concurrent predictions in {crowd_seconds:.1f} s, "
           f"single prediction median {statistics.median(latencies) * 1000:.0f} ms")
@@ -302,8 +300,52 @@ def test_crowd_while_training(app_module, idle, uploads) -> None:
     assert message.startswith("Stopped rotation on digits") and "previous model is kept" in message
     sa, sb = tab_a.predict(api_name="/training_status"), tab_b.predict(api_name="/training_status")
     assert sa["status"] == sb["status"] == "stopped" and sa["version"] == sb["version"]
-    after = tab_a.predict(up(uploads["digit0"]), api_name="/predict_rotation")[3]
+    after = tab_a.predict(up(uploads["digit0"]), "digits-rotation", api_name="/predict_rotation")[3]
     assert after == before  # the same model answers: a stopped run replaces nothing
+
+
+def test_twenty_new_visitors_send_the_same_upload_at_once_while_training(app_module, idle, uploads, tmp_path: Path) -> None:
+    """20 new clients (each its own session, downloading every output image as a browser does)
+    upload the same picture at the same moment while a run trains. Identical answers mean
+    identical output files: each must arrive whole, none cut short while another request writes it."""
+    import threading
+
+    from gradio_client import Client
+
+    assert app_module.JOB.start_from_form("rotation", "digits", 200, who="test").startswith("Started")
+    deadline = time.monotonic() + 60
+    while app_module.JOB.snapshot().step < 3:
+        assert time.monotonic() < deadline, "training never got going"
+        time.sleep(0.2)
+    clients = [Client(app_module.demo.local_url, verbose=False, download_files=str(tmp_path / f"c{n}")) for n in range(20)]
+    barrier = threading.Barrier(20)
+    results: list = [None] * 20
+
+    def visit(n: int) -> None:
+        barrier.wait()
+        try:
+            results[n] = clients[n].predict(up(uploads["digit3"]), "digits-rotation", api_name="/predict_rotation")
+        except Exception as exc:  # noqa: BLE001 - the assertion below names what went wrong
+            results[n] = exc
+
+    threads = [threading.Thread(target=visit, args=(n,)) for n in range(20)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    seconds = time.perf_counter() - t0
+    assert app_module.JOB.snapshot().running, "the crowd must arrive while the run trains"
+    idle.JOB.stop()
+    failures = [r for r in results if not isinstance(r, tuple)]
+    assert not failures, failures[:3]
+    files = [[r[1]] + [g["image"] for g in r[2]] for r in results]
+    for paths in files:  # every picture arrived whole: it decodes, and matches everyone else's byte for byte
+        for path in paths:
+            Image.open(path).load()
+    assert all([Path(p).read_bytes() for p in paths] == [Path(p).read_bytes() for p in files[0]] for paths in files)
+    assert len({r[0]["label"] for r in results}) == 1
+    print(f"\n20 new visitors, same upload, while training: all answered in {seconds:.1f} s, {sum(map(len, files))} images whole")
 
 
 def test_limits_are_configured(app_module) -> None:

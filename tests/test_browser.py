@@ -1,13 +1,16 @@
 """The app in a real browser: Debian's Chromium driven by Playwright (never `playwright install`).
 
 Runs `python app.py` as a user would (its own process, temporary runs and map-cache folders),
-then: an upload on Rotation gets its answer, a short digits training draws its curve and ends with
-held-out metrics, the embedding maps render. Screenshots go to test-artifacts/ for a human look.
+then: a photo uploaded on Rotation gets the CIFAR-10 model's answer, the picker switches to the
+digits model, a drawing is answered, an example pair is compared, the CIFAR-10 map shows its
+images and a click on one shows it with its neighbours, and a short digits training draws its
+curve, ends with held-out metrics and is offered to the pickers. Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -78,15 +81,24 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def test_rotation_upload_gets_an_answer(page) -> None:
+def test_a_photo_is_answered_by_the_cifar10_model(page) -> None:
     page.get_by_role("tab", name="Rotation").click()
     _shot(page, "01-rotation-empty")
-    page.locator("input[type=file]").first.set_input_files(str(ROOT / "assets/examples/digit-7-turned-90.png"))
-    answer = page.get_by_text("The image looks turned")
-    answer.wait_for(timeout=30_000)
-    assert "90°" in answer.inner_text()
+    page.locator("input[type=file]").first.set_input_files(str(ROOT / "assets/examples/cifar10-cat-turned-90.png"))
+    page.get_by_text("The image looks turned").wait_for(timeout=30_000)
+    assert "cifar10-rotation" in page.get_by_text("Answered by").first.inner_text()
     page.get_by_text("turned 270° → guess").first.wait_for(timeout=10_000)  # the four-turns gallery
-    _shot(page, "02-rotation-answer")
+    _shot(page, "02-rotation-photo")
+
+
+def test_the_picker_switches_to_the_digits_model(page) -> None:
+    page.get_by_label("Rotation model (task · data · held-out score)").click()
+    page.get_by_role("option", name=re.compile("^digits-rotation")).click()
+    page.get_by_text("Answered by `digits-rotation`").or_(page.get_by_text("Answered by digits-rotation")).first.wait_for(timeout=30_000)
+    page.get_by_role("button", name="Clear").first.click()
+    page.locator("input[type=file]").first.set_input_files(str(ROOT / "assets/examples/digit-5-light-on-dark-turned-180.png"))
+    page.get_by_text("The image looks turned **180°**").or_(page.get_by_text("The image looks turned 180°")).first.wait_for(timeout=30_000)
+    _shot(page, "02a-rotation-picker-digits")
 
 
 def test_drawing_gets_an_answer(page) -> None:
@@ -123,6 +135,20 @@ def test_similarity_example_pair(page) -> None:
     _shot(page, "03-similarity")
 
 
+def test_cifar10_map_shows_its_images_and_a_click_shows_one(page) -> None:
+    page.get_by_role("tab", name="Embeddings").click()  # opening the tab draws the default encoder's maps
+    page.get_by_text("5-NN accuracy of the trained embedding").wait_for(timeout=180_000)
+    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)  # let plotly finish laying out before the picture
+    assert "cifar10-siamese" in page.locator("body").inner_text()
+    _shot(page, "05-embeddings-cifar10")
+    mosaic = page.locator("#mosaic img").first
+    box = mosaic.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    page.get_by_text("nearest neighbours share its class").wait_for(timeout=30_000)
+    _shot(page, "06-embeddings-clicked")
+
+
 def test_short_training_draws_its_curve(page) -> None:
     page.get_by_role("tab", name="Train").click()
     page.get_by_label("Epochs").fill("4")
@@ -134,16 +160,13 @@ def test_short_training_draws_its_curve(page) -> None:
         time.sleep(0.2)
     # The loss curve gets points while training runs: plotly draws one path per trace.
     page.locator(".js-plotly-plot .scatterlayer .trace path.js-line").first.wait_for(timeout=30_000)
-    _shot(page, "04-training-running")
+    _shot(page, "07a-training-running")
     page.get_by_text("Finished.").wait_for(timeout=120_000)
     assert "test split" in page.locator("body").inner_text()
-    _shot(page, "05-training-finished")
+    use = page.get_by_role("button", name=re.compile("^Use siamese-digits-"))
+    use.wait_for(timeout=10_000)
+    use.click()
+    _shot(page, "07-training-finished")
+    page.get_by_role("tab", name="Similarity").click()
+    assert page.get_by_label("Encoder (task · data · held-out score)").first.input_value().startswith("siamese-digits-")
 
-
-def test_embedding_maps_render(page) -> None:
-    page.get_by_role("tab", name="Embeddings").click()
-    page.get_by_role("button", name="Show maps").click()
-    page.get_by_text("5-NN accuracy of the trained embedding").wait_for(timeout=120_000)
-    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=30_000)
-    page.wait_for_timeout(1000)  # let plotly finish laying out before the picture
-    _shot(page, "06-embeddings")

@@ -1,0 +1,81 @@
+"""Rotation tab: how far an image is turned, by a rotation model the visitor picks."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import gradio as gr
+import numpy as np
+
+from ssl_core import inference
+from ssl_core.images import to_pil
+
+from .common import REGISTRY, examples, gallery, picker, png, shows_user_errors, upload
+
+
+@shows_user_errors
+def predict_rotation(image: Optional[str], model: Optional[str] = None) -> tuple[dict, Any, list, str]:
+    """Predicted rotation of an image by a rotation `model` (a name from list_models; default the
+    shipped CIFAR-10 one): angle probabilities, the image turned upright, the guess for each of
+    four further turns (flagged when inconsistent), and which checkpoint answered."""
+    image = upload(image)
+    if image is None:
+        return {}, None, [], "Upload, paste or draw an image to see its predicted rotation."
+    m = REGISTRY.load(model, "rotation")
+    p = inference.predict_rotation(m.checkpoint, image)
+    turns = [(to_pil(g.image, 4), f"turned {inference.angle_name(g.turn)} → guess {inference.angle_name(g.predicted)} "
+              f"({g.confidence:.0%}){'' if g.consistent else ', inconsistent'}") for g in p.guesses]
+    text = (f"The image looks turned **{p.angle}** counter-clockwise from upright ({p.probabilities[p.angle]:.0%} sure); "
+            f"turned back by {p.angle} it is shown upright.\n\n{m.describe()}")
+    return p.probabilities, png(p.upright), gallery(turns), text
+
+
+def sketch_image(value: Any) -> Optional[Any]:
+    """The drawn picture of a Sketchpad value, or None when nothing has been drawn yet."""
+    image = value.get("composite") if isinstance(value, dict) else value
+    arr = None if image is None else np.asarray(image)
+    if arr is None or arr.size == 0 or (arr.ndim == 3 and arr.shape[2] == 4 and int(arr[..., 3].max()) == 0) or arr.min() == arr.max():
+        return None  # fully transparent or one flat colour: an empty canvas
+    return image
+
+
+def predict_sketch(value: Any, model: Optional[str] = None) -> tuple[dict, Any, list, str]:
+    image = sketch_image(value)
+    if image is None:
+        return {}, None, [], "Draw a digit in any orientation (a digits model answers drawings)."
+    return predict_rotation(image, model)
+
+
+with gr.Blocks() as tab:
+    gr.Markdown("Give a photo (or a digit, with a digits model) in any orientation: the rotation model says how far "
+                "it is turned (counter-clockwise) and turns it back upright.")
+    model = picker("rotation", "Rotation model (task · data · held-out score)")
+    with gr.Row():
+        with gr.Column():
+            with gr.Tabs():
+                with gr.Tab("Upload / paste"):
+                    image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"], height=280)
+                with gr.Tab("Draw a digit") as draw_tab:
+                    sketch = gr.Sketchpad(type="pil", label="Draw a digit: pick the brush (left), then draw", canvas_size=(256, 256),
+                                          height=340, layers=False,
+                                          brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"))
+        with gr.Column():
+            label = gr.Label(num_top_classes=4, label="Predicted rotation (counter-clockwise)")
+            upright = gr.Image(label="Turned back upright", height=200, interactive=False, format="png")
+    gr.Examples(examples(("cifar10-cat-turned-90.png", "cifar10-rotation"), ("cifar10-ship-upright.png", "cifar10-rotation"),
+                         ("cifar10-horse-turned-180.png", "cifar10-rotation"), ("cifar10-airplane-turned-270.png", "cifar10-rotation"),
+                         ("cifar10-truck-turned-90.png", "cifar10-rotation"), ("digit-7-turned-90.png", "digits-rotation"),
+                         ("digit-5-light-on-dark-turned-180.png", "digits-rotation"), ("drawn-4-turned-90.png", "digits-rotation")),
+                inputs=[image, model], label="Examples: held-out CIFAR-10 photos and digits (the name says the true turn)")
+    gr.Markdown("**The model's guess for each of four further turns of your image** (what the model sees: 32×32 pixels)")
+    guesses = gr.Gallery(label="Guess per turn", show_label=False, elem_classes="ssl-thumbs", columns=4, rows=1, height=300,
+                         object_fit="contain", allow_preview=False, format="png")
+    info = gr.Markdown(label="Which model answered")
+
+    outputs = [label, upright, guesses, info]
+    image.change(predict_rotation, [image, model], outputs, api_name="predict_rotation", show_progress="minimal",
+                 preprocess=False)
+    model.change(predict_rotation, [image, model], outputs, api_visibility="private", preprocess=False)
+    sketch.change(predict_sketch, [sketch, model], outputs, api_visibility="private", show_progress="hidden",
+                  trigger_mode="always_last")
+    draw_tab.select(lambda: "digits-rotation", None, model, api_visibility="private")  # drawings are digits

@@ -1,0 +1,152 @@
+"""Train tab: the one background run, its live curves, and using a finished run in the other tabs."""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Optional
+
+import gradio as gr
+
+from ssl_core import TASK_TITLES, TASKS, plots
+from ssl_core.evaluate import METRICS, format_metric
+from ssl_core.jobs import JobSnapshot, format_seconds
+from ssl_core.train import recipe_for
+
+from .common import JOB, REGISTRY
+
+DATASET_CHOICES = [("digits (built in, offline)", "digits"), ("CIFAR-10 (downloads 170 MB once)", "cifar10"),
+                   ("a folder on this server", "folder"), ("a .zip of your images", "zip")]
+
+
+def start_training(task: str, dataset: str, epochs: Optional[float], batch_size: Optional[float] = None,
+                   lr: Optional[float] = None, data_dir: Optional[str] = None, zip_file: Optional[str] = None,
+                   request: gr.Request = None) -> str:
+    """Start training `task` on `dataset` (digits, cifar10, folder with data_dir, or zip with zip_file)
+    in the background. Refused, with a message naming the running job, while another run is active."""
+    session = getattr(request, "session_hash", None)
+    return JOB.start_from_form(task, dataset, epochs, batch_size, lr, data_dir, zip_file,
+                               who=f"session {session[:6]}" if session else "an API client")
+
+
+def stop_training() -> str:
+    """Stop the running training within about a second; nothing is saved and the pickers are unchanged."""
+    return JOB.stop()
+
+
+def training_status() -> dict:
+    """The training job's live state: status, task, dataset, progress fraction, ETA in seconds,
+    per-epoch history with the held-out probe, log, final metrics, checkpoint path and name, error."""
+    return JOB.snapshot().to_dict()
+
+
+def progress_html(s: JobSnapshot) -> str:
+    pct = 100.0 * s.fraction
+    if s.status == "idle":
+        label = "No training has run since the server started."
+    elif s.status == "loading":
+        label = f"loading {s.dataset}… {pct:.0f}%"
+    else:
+        eta = f" · about {format_seconds(s.eta)} left" if s.running and s.eta is not None else ""
+        label = f"{s.status} · {pct:.0f}% · epoch {s.epoch}/{s.epochs} · step {s.step}/{s.total_steps}{eta}"
+    return (f'<div class="ssl-progress" data-status="{s.status}"><div class="ssl-bar" style="width:{pct:.1f}%"></div>'
+            f'<span>{html.escape(label)}</span></div>')
+
+
+def results_md(s: JobSnapshot) -> str:
+    if s.status == "failed":
+        return f"**Training failed:** {html.escape(s.error)}"
+    if s.status == "stopped":
+        return "**Stopped** before the end: nothing was saved."
+    if s.status != "finished" or not s.metrics:
+        return ""
+    m = s.metrics
+    rows = ["| held-out metric | trained | random-init encoder |", "| --- | --- | --- |"]
+    for metric in METRICS:
+        if metric.key in m:
+            base = m.get(f"{metric.key}_random_init")
+            rows.append(f"| {metric.label} | **{format_metric(metric.key, m[metric.key])}** | "
+                        f"{'n/a' if base is None else format_metric(metric.key, base)} |")
+    where = (f"Measured on the **{s.dataset} test split** ({m.get('test_images', '?')} held-out images; trained on "
+             f"{m.get('train_images', '?')}). Saved as `{s.model}`: pick it in the Rotation, Similarity and Embeddings "
+             "tabs (or press the button on the left). Other visitors keep the shipped models unless they pick it.")
+    return "**Finished.** " + where + "\n\n" + "\n".join(rows)
+
+
+def poll(seen: int) -> tuple:
+    """Timer tick of every open tab: redraw only when the job's state changed since this tab last saw
+    it; a finished run is added to this tab's pickers (their chosen models stay as they are)."""
+    s = JOB.snapshot()
+    if s.version == seen:
+        return (gr.skip(),) * 11
+    where = f"{s.task} on {s.dataset}" if s.task else "no run yet"
+    baseline = {k[: -len("_random_init")]: v for k, v in s.metrics.items() if k.endswith("_random_init") and k.startswith("knn")}
+    done = s.status == "finished" and bool(s.model)
+    pickers = [gr.update(choices=REGISTRY.choices(t)) if done else gr.skip() for t in ("rotation", None, None)]
+    return (s.version, f"**{s.status}**" + (f" — {s.describe()}" if s.task else ""), progress_html(s),
+            plots.loss_curve(s.loss_steps, s.losses, s.history, f"Training loss · {where}"),
+            plots.metric_curve(s.history, f"Held-out probe after each epoch · {s.dataset or '-'} test split", baseline),
+            "\n".join(s.log), results_md(s), gr.update(visible=done, value=f"Use {s.model} in the other tabs"), *pickers)
+
+
+def use_finished_run() -> tuple:
+    """This tab's pickers switch to the run that just finished; nobody else's do."""
+    s = JOB.snapshot()
+    if not s.model:
+        return gr.skip(), gr.skip(), gr.skip()
+    rotation = gr.update(choices=REGISTRY.choices("rotation"), value=s.model) if s.task == "rotation" else gr.skip()
+    return rotation, gr.update(choices=REGISTRY.choices(), value=s.model), gr.update(choices=REGISTRY.choices(), value=s.model)
+
+
+def refresh_pickers() -> tuple:
+    """A page (re)load lists the runs finished since the server started."""
+    return gr.update(choices=REGISTRY.choices("rotation")), gr.update(choices=REGISTRY.choices()), gr.update(choices=REGISTRY.choices())
+
+
+def form_defaults(task: str, dataset: str) -> tuple[int, int, float]:
+    r = recipe_for("digits" if dataset == "digits" else "cifar10", task)
+    return r["epochs"], r["batch_size"], r["lr"]
+
+
+def dataset_inputs(dataset: str) -> tuple[Any, Any]:
+    return gr.update(visible=dataset in ("folder", "cifar10")), gr.update(visible=dataset == "zip")
+
+
+with gr.Blocks() as tab:
+    with gr.Row():
+        with gr.Column(scale=1):
+            task = gr.Radio([(TASK_TITLES[t], t) for t in TASKS], value="siamese", label="Task")
+            dataset = gr.Radio(DATASET_CHOICES, value="digits", label="Dataset")
+            data_dir = gr.Textbox(label="Folder (CIFAR-10: where to keep it; folder: one sub-folder per class)",
+                                  visible=False, placeholder="/path/to/images")
+            zip_file = gr.File(label=".zip of images (sub-folders = classes)", file_types=[".zip"], type="filepath", visible=False)
+            defaults = form_defaults("siamese", "digits")
+            with gr.Row():
+                epochs = gr.Number(value=defaults[0], label="Epochs", precision=0, minimum=1, maximum=500)
+                batch_size = gr.Number(value=defaults[1], label="Batch size", precision=0, minimum=2, maximum=4096)
+                lr = gr.Number(value=defaults[2], label="Learning rate", minimum=1e-6, maximum=1.0)
+            with gr.Row():
+                start_btn = gr.Button("Start training", variant="primary")
+                stop_btn = gr.Button("Stop", variant="stop")
+            start_msg = gr.Markdown(label="Message")
+            use_btn = gr.Button("Use the finished run in the other tabs", visible=False)
+            gr.Markdown("A finished run joins every tab's model picker. It answers only for those who pick it: "
+                        "the defaults stay the shipped models for everyone.")
+        with gr.Column(scale=2):
+            job_status = gr.Markdown()
+            progress = gr.HTML()
+            with gr.Row():
+                loss_plot = gr.Plot(label="Training loss")
+                metric_plot = gr.Plot(label="Held-out probe")
+            results = gr.Markdown()
+            log = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, elem_id="log", interactive=False)
+    seen_version = gr.State(-1)
+    timer = gr.Timer(1.0)
+
+    for trigger in (task.change, dataset.change):
+        trigger(form_defaults, [task, dataset], [epochs, batch_size, lr], api_visibility="private")
+    dataset.change(dataset_inputs, dataset, [data_dir, zip_file], api_visibility="private")
+    start_btn.click(start_training, [task, dataset, epochs, batch_size, lr, data_dir, zip_file], start_msg,
+                    api_name="start_training")
+    stop_btn.click(stop_training, None, start_msg, api_name="stop_training")
+    gr.api(training_status, api_name="training_status", queue=False)
+    job_outputs = [seen_version, job_status, progress, loss_plot, metric_plot, log, results, use_btn]
