@@ -183,7 +183,8 @@ def _cifar10_from_folders(root: Path, progress: Optional[ProgressFn]) -> ImageSe
             f"{root}: train/ should hold CIFAR-10's ten class folders ({', '.join(CIFAR10_CLASSES)}); "
             f"found {', '.join(data.class_names) or 'none'}. Use the 'folder' dataset for other images."
         )
-    suffixes = {f.suffix.lower() for f in (root / "test" / data.class_names[0]).iterdir()}
+    test_dir = split_folders(root)[1]  # type: ignore[index]  # the caller checked there is one
+    suffixes = {f.suffix.lower() for f in (test_dir / data.class_names[0]).iterdir()}
     kind = "JPEG" if suffixes & {".jpg", ".jpeg"} else "image-folder"
     return ImageSet(data.images, data.labels, data.class_names, "cifar10", data.test_mask, f"CIFAR-10 ({kind} copy)")
 
