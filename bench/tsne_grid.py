@@ -39,9 +39,9 @@ def main() -> None:
     for std in args.std:
         x, y = make_blobs(args.points, 128, centers=10, cluster_std=std, random_state=0)
         x = x.astype(np.float32)
-        center, components = projection._pca(x, projection.PCA_DIMS)
+        center, components = projection.pca_basis(x, projection.PCA_DIMS)
         ref = ((x - center) @ components.T).astype(np.float32)
-        affinities = projection._affinities(ref, projection.PERPLEXITY)
+        affinities = projection.affinities(ref, projection.PERPLEXITY)
         print(f"cluster_std={std}: raw-space 5-NN {knn(x, y):.3f}", flush=True)
         for kw in SETTINGS:
             t = time.perf_counter()

@@ -39,6 +39,7 @@ NEIGHBOURS = 5
 MOSAIC_CELLS = 36  # the mosaic is a grid of this many cells a side, one image per occupied cell
 CELL_PX = 32  # each cell shows its image at the models' own resolution
 MAX_REFERENCES = 8  # checkpoints whose held-out embeddings stay in memory (10,000 x 128 x 2 floats each)
+MAX_IMAGE_SETS = 4  # held-out image sets kept decoded (CIFAR-10's test split is 30 MB)
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Reference:
 
 
 _REFS: OrderedDict[str, Reference] = OrderedDict()
-_DATA: dict[str, ImageSet] = {}
+_DATA: OrderedDict[str, ImageSet] = OrderedDict()
 _LOCK = threading.Lock()
 
 
@@ -97,8 +98,10 @@ def held_out(card: dict) -> tuple[ImageSet, str]:
     Raises DataError when a folder run's data has gone."""
     cfg = card.get("config", {})
     dataset, data_dir = cfg.get("dataset", card["dataset"]), cfg.get("data_dir")
+    fraction, seed = float(cfg.get("test_fraction", 0.2)), int(cfg.get("seed", 0))
+    key = f"{dataset}:{data_dir}:{fraction}:{seed}"  # a set without its own split draws it from these
     with _LOCK:
-        cached = _DATA.get(f"{dataset}:{data_dir}")
+        cached = _DATA.get(key)
     if cached is not None:
         images = cached
     elif dataset == "cifar10":
@@ -108,9 +111,11 @@ def held_out(card: dict) -> tuple[ImageSet, str]:
             images = None  # a damaged local copy: the shipped sample still answers
         images = images if images is not None else _sample()
     else:
-        images = split(load_dataset(dataset, data_dir), float(cfg.get("test_fraction", 0.2)), int(cfg.get("seed", 0))).test
+        images = split(load_dataset(dataset, data_dir), fraction, seed).test
     with _LOCK:
-        _DATA[f"{dataset}:{data_dir}"] = images
+        _DATA[key] = images
+        while len(_DATA) > MAX_IMAGE_SETS:
+            _DATA.popitem(last=False)
     if dataset == "cifar10" and images.source == "CIFAR-10 test sample":
         return images, (f"the {len(images):,} CIFAR-10 test images shipped with the app ({MAP_PER_CLASS} per class); "
                         "CIFAR-10 itself is not on this machine")

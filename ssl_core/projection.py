@@ -3,7 +3,7 @@
 t-SNE is openTSNE's (FFT-accelerated gradients from 10,000 points, Barnes-Hut below),
 after PCA to `PCA_DIMS` dimensions, which keeps the neighbour search cheap and loses little:
 t-SNE only keeps neighbourhoods. Fixed `RANDOM_STATE`, so a map looks the same on every run.
-On 10,000 x 128 points it takes a fraction of scikit-learn's time (docs/benchmarks.md).
+How it compares with scikit-learn is in docs/benchmarks.md.
 
 Maps are cached in memory and on disk (one atomic .npz per map under `cache_dir()`), keyed by the
 caller's `key` - which model, which images; `map_key(card["weights_sha256"], "digits/test")` - plus
@@ -39,9 +39,8 @@ N_JOBS = min(2, os.cpu_count() or 1)
 PARALLEL_FROM = 10_000  # points; below, one thread (see tsne_threads)
 RANDOM_STATE = 0
 # openTSNE's FFT gradients interpolate on a grid with this many boxes per unit of map width
-# (its default is 1). Two halves the grid per axis, so the FFTs shrink 4x: on 10,000 x 128 points
-# 24.9 s -> 17.2 s (two threads) with the same 5-NN accuracy of the map and a KL divergence only
-# 0.4% higher (measured; docs/benchmarks.md). Below PARALLEL_FROM, Barnes-Hut ignores it.
+# (its default is 1). Two halves the grid per axis, so the FFTs shrink 4x while the map keeps its
+# neighbourhoods (docs/benchmarks.md has the measurement). Below PARALLEL_FROM, Barnes-Hut ignores it.
 FFT_INTS_IN_INTERVAL = 2.0
 MIN_TSNE_POINTS = 5  # fewer points have no neighbourhoods to keep: they get the PCA map
 MEMORY_ENTRIES = 8  # maps kept in memory (a 10,000-point t-SNE entry is ~2.5 MB)
@@ -240,7 +239,7 @@ def _pad2(y: np.ndarray) -> np.ndarray:
     return y if y.shape[1] == 2 else np.hstack([y, np.zeros((len(y), 2 - y.shape[1]), dtype=y.dtype)])
 
 
-def _pca(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+def pca_basis(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and the top `dims` principal directions (K, D), K <= dims; signs fixed so maps don't flip."""
     center = x.mean(axis=0)
     _, _, vt = np.linalg.svd((x - center).astype(np.float64), full_matrices=False)
@@ -252,16 +251,16 @@ def _pca(x: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
 def _compute(method: str, x: np.ndarray, fingerprint: str) -> _Entry:
     empty = np.zeros((0, 0), dtype=np.float32)
     if method == "pca" or len(x) < MIN_TSNE_POINTS:
-        center, components = _pca(x, 2)
+        center, components = pca_basis(x, 2)
         coords = _pad2((x - center) @ components.T)
         return _Entry("pca", coords.astype(np.float32), fingerprint, center, components, empty, 0.0)
     if x.shape[1] > PCA_DIMS and len(x) > PCA_DIMS:
-        center, components = _pca(x, PCA_DIMS)
+        center, components = pca_basis(x, PCA_DIMS)
     else:
         center, components = x.mean(axis=0), np.zeros((0, x.shape[1]), dtype=np.float32)
     entry = _Entry("tsne", empty, fingerprint, center, components, empty, min(PERPLEXITY, (len(x) - 1) / 3))
     reference = entry.project(x).astype(np.float32)
-    fitted = make_tsne(len(x), entry.perplexity).fit(reference, affinities=_affinities(reference, entry.perplexity))
+    fitted = make_tsne(len(x), entry.perplexity).fit(reference, affinities=affinities(reference, entry.perplexity))
     entry.coords, entry.reference, entry.live = np.asarray(fitted, dtype=np.float32), reference, fitted
     return entry
 
@@ -279,9 +278,8 @@ def make_tsne(n_points: int, perplexity: float, **overrides: object) -> object:
 
 def tsne_threads(n: int) -> int:
     """Threads for a t-SNE of n points. Below PARALLEL_FROM openTSNE uses Barnes-Hut, whose
-    per-iteration work is too small to split: a second thread mostly waits at barriers, and on a
-    shared 2-core machine far worse (1,797 points: 9.5 s on one thread, 27.7 s on two, measured
-    with another process busy). Above it the FFT gradients do pay for two threads."""
+    per-iteration work is too small to split: a second thread mostly waits at barriers, the more so
+    on a shared 2-core machine. Above it the FFT gradients do pay for two threads."""
     return N_JOBS if n >= PARALLEL_FROM else 1
 
 
@@ -290,12 +288,11 @@ def _rebuild_tsne(entry: _Entry) -> object:
     recomputed from the stored reference points (seconds, once per process), so transform can run."""
     from openTSNE import TSNEEmbedding
 
-    affinities = _affinities(entry.reference, entry.perplexity)
-    return TSNEEmbedding(entry.coords.astype(np.float64), affinities, n_jobs=tsne_threads(len(entry.reference)),
+    return TSNEEmbedding(entry.coords.astype(np.float64), affinities(entry.reference, entry.perplexity), n_jobs=tsne_threads(len(entry.reference)),
                          ints_in_interval=FFT_INTS_IN_INTERVAL, random_state=RANDOM_STATE)
 
 
-def _affinities(reference: np.ndarray, perplexity: float) -> object:
+def affinities(reference: np.ndarray, perplexity: float) -> object:
     """openTSNE's perplexity affinities over exact neighbours (see _exact_neighbours)."""
     from openTSNE.affinity import PerplexityBasedNN
     from openTSNE.nearest_neighbors import KNNIndex
@@ -318,8 +315,8 @@ def _exact_neighbours(data: np.ndarray, query: np.ndarray, k: int, exclude_self:
                       chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest rows of `data` for each row of `query`: indices and Euclidean distances.
 
-    Brute force through one matrix product per chunk: on 10,000 x 50 points that is ~0.3 s here,
-    where openTSNE's default (Annoy, approximate) took ~6 s to build its trees, and it is exact.
+    Brute force through one matrix product per chunk: exact, and at these sizes cheaper than
+    building openTSNE's default approximate index (Annoy trees).
     """
     sq_data = np.einsum("ij,ij->i", data, data)
     indices = np.empty((len(query), k), dtype=np.int64)

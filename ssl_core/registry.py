@@ -102,6 +102,7 @@ class ModelRegistry:
         self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
         self._lock = threading.RLock()
         self._loaded: dict[tuple[Path, float], Checkpoint] = {}
+        self._cards: dict[Path, tuple[float, dict]] = {}  # card.json by folder, with its mtime
 
     # -------------------------------------------------------------------------- what is on offer
     def entries(self, task: Optional[str] = None) -> list[Entry]:
@@ -112,18 +113,29 @@ class ModelRegistry:
         out = shipped + [e for e in runs if e.name not in names]
         return [e for e in out if task is None or e.card["task"] == task]
 
-    @staticmethod
-    def _scan(folder: Path, shipped: bool) -> list[Entry]:
+    def _scan(self, folder: Path, shipped: bool) -> list[Entry]:
         if not folder.is_dir():
             return []
         out = []
         for d in folder.iterdir():
             if d.is_dir() and not d.name.startswith(".") and (d / CARD).is_file():
                 try:
-                    out.append(Entry(d.name, d, read_card(d), shipped))
+                    out.append(Entry(d.name, d, self._card(d), shipped))
                 except (CheckpointError, OSError):
                     continue  # an unreadable card offers nothing to pick
         return out
+
+    def _card(self, folder: Path) -> dict:
+        """read_card, re-read only when card.json changed: every answer lists the models on offer."""
+        stamp = (folder / CARD).stat().st_mtime
+        with self._lock:
+            cached = self._cards.get(folder)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        card = read_card(folder)
+        with self._lock:
+            self._cards[folder] = (stamp, card)
+        return card
 
     def names(self, task: Optional[str] = None) -> list[str]:
         return [e.name for e in self.entries(task)]
