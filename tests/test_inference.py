@@ -139,3 +139,23 @@ def test_exif_rotated_light_on_dark_digit_is_turned_before_judging(rotation_ckpt
         stored = light.rotate(90, expand=True)  # orientation 6 turns it 90 degrees clockwise: upright again
         right += inference.predict_rotation(rotation_ckpt, exif_photo(6, stored)).k == 0
     assert right >= 9
+
+
+# ------------------------------------------------------------------------------------- maps
+def test_maps_show_place_and_click_without_a_server(shipped_checkpoints, digits_split, tmp_path, monkeypatch) -> None:
+    """What the Embeddings tab asks of ssl_core: one call each for the maps, a placed upload, a click."""
+    monkeypatch.setenv("SSL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(maps.projection, "_DEFAULT", None)  # a map cache in tmp_path, not ~/.cache
+    model = ModelRegistry(shipped_checkpoints).load("digits-siamese")
+    view = maps.show(model)
+    assert [a.text for a in view.tsne.layout.annotations][1].startswith("untrained (random-init) encoder")
+    assert "digits-siamese" in view.tsne.layout.title.text and "5-NN accuracy of the trained embedding" in view.text
+    grid = view.mosaic.size[0] // maps.CELL_PX
+    assert view.mosaic.size == (grid * maps.CELL_PX,) * 2
+    three = to_pil(digits_split.test.images[int(torch.nonzero(digits_split.test.labels == 3).flatten()[0])], 4)
+    placed = maps.place(model, three)
+    assert len(placed.neighbours) == 5 and sum(c.startswith("3 ") for _, c in placed.neighbours) >= 4
+    assert placed.mosaic.size == view.mosaic.size and "star" in placed.text
+    gallery, text = maps.point_at(model, view.mosaic.size[0] / 2, view.mosaic.size[1] / 2)
+    clicked = gallery[0][1]
+    assert clicked.startswith("clicked: ") and len(gallery) == 6 and "nearest neighbours share its class" in text
