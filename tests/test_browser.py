@@ -94,10 +94,8 @@ def test_a_photo_is_answered_by_the_cifar10_model(page) -> None:
 def test_the_picker_switches_to_the_digits_model(page) -> None:
     page.get_by_label("Rotation model (task · data · held-out score)").click()
     page.get_by_role("option", name=re.compile("^digits-rotation")).click()
+    # The image already on the page is answered again, now by the digits model.
     page.get_by_text("Answered by `digits-rotation`").or_(page.get_by_text("Answered by digits-rotation")).first.wait_for(timeout=30_000)
-    page.get_by_role("button", name="Clear").first.click()
-    page.locator("input[type=file]").first.set_input_files(str(ROOT / "assets/examples/digit-5-light-on-dark-turned-180.png"))
-    page.get_by_text("The image looks turned **180°**").or_(page.get_by_text("The image looks turned 180°")).first.wait_for(timeout=30_000)
     _shot(page, "02a-rotation-picker-digits")
 
 
@@ -122,7 +120,7 @@ def test_drawing_gets_an_answer(page) -> None:
     stroke([(0.3, 0.8), (0.8, 0.45)])
     # The answer to the drawing replaces the upload's: new output images, a new sentence.
     page.wait_for_function("""before => { const src = Array.from(document.images).filter(i => i.offsetParent)
-        .map(i => i.src).join(' '); return src !== before && src.includes('image.png'); }""", arg=before, timeout=30_000)
+        .map(i => i.src).join(' '); return src !== before; }""", arg=before, timeout=30_000)
     page.get_by_text("The image looks turned").wait_for(timeout=30_000)
     _shot(page, "02b-rotation-drawn")
 

@@ -78,11 +78,14 @@ def test_nan_loss_in_the_job_keeps_the_previous_model(job: TrainingJob, monkeypa
     assert "training diverged" in snap.error and "previous model is kept" in snap.error
     assert "Training failed" in snap.log[-1]
     assert active_sha(job, "siamese") == before and saved_runs(job) == []
-    # The job is free again: a healthy run now finishes and becomes the active model.
+    # The job is free again: a healthy run now finishes and joins the models on offer by its name,
+    # while the default for every other visitor stays the shipped model.
     monkeypatch.undo()
     assert job.start(TrainConfig(**TINY), who="test")[0]
     snap = finish(job)
-    assert snap.status == "finished" and active_sha(job, "siamese") != before and len(saved_runs(job)) == 1
+    assert snap.status == "finished" and len(saved_runs(job)) == 1 and snap.model in job.registry.names("siamese")
+    assert active_sha(job, "siamese") == before
+    assert job.registry.load(snap.model).card["weights_sha256"] != before
 
 
 # ------------------------------------------------------------------------------- out of memory
