@@ -12,7 +12,9 @@ from .models import ARCHS
 
 def format_metrics(metrics: dict) -> str:
     """One line of held-out metrics for the terminal, each trained value beside its random-init baseline."""
-    keys = ["rotation_accuracy", "linear_probe_accuracy", "knn_accuracy", "pair_auc", "pair_accuracy", "threshold"]
+    from .evaluate import METRICS  # scikit-learn loads only when a summary is printed
+
+    keys = [m.key for m in METRICS] + ["threshold"]
     parts = []
     for k in keys:
         if isinstance(metrics.get(k), float):

@@ -14,12 +14,13 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 
 from . import cifar_files
+from .cifar_files import ProgressFn
 from .errors import DataError
 from .images import IMAGE_SUFFIXES, ImageError, to_model_image
 
@@ -31,7 +32,6 @@ MAX_FOLDER_IMAGES = 100_000
 TEST_FOLDERS = ("test", "val")  # a folder holding train/ and one of these keeps that split
 DECODE_THREADS = min(4, os.cpu_count() or 1)  # PIL releases the GIL while decoding
 
-ProgressFn = Callable[[str, float], None]
 
 
 @dataclass(frozen=True)
