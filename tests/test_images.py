@@ -267,3 +267,43 @@ def test_write_png_is_content_addressed_and_atomic(tmp_path: Path) -> None:
     assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
     assert Image.open(first).getpixel((0, 0)) == (1, 2, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == [Path(first).name]  # no temporary files left
+
+
+def test_many_files_decode_exactly_as_one_at_a_time(tmp_path: Path) -> None:
+    """`to_model_images` (data sets) takes a fast path for 32x32 JPEGs; every kind of file must still
+    come out bit for bit as `to_model_image` (uploads) makes it, or None where it is no image."""
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    turned = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° to display": must be honoured, as for an upload
+    Image.fromarray(rng.integers(0, 256, (32, 24, 3), dtype=np.uint8)).resize((32, 32)).save(turned, "JPEG", exif=exif)
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.new("L", (32, 32), 0))
+    files = {
+        "plain.jpg": encode(photo, "JPEG", quality=75),
+        "gray.jpg": encode(photo.convert("L"), "JPEG"),
+        "cmyk.jpg": encode(photo.convert("CMYK"), "JPEG"),
+        "big.jpg": encode(photo.resize((50, 40)), "JPEG"),
+        "exif.jpg": turned.getvalue(),
+        "plain.png": encode(photo),
+        "clear.png": encode(rgba),
+        "damaged.jpg": encode(photo, "JPEG")[:200],
+        "text.jpg": b"not an image at all",
+    }
+    paths = []
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(str(tmp_path / name))
+    paths.append(str(tmp_path / "missing.jpg"))
+    many = images.to_model_images(paths)
+    for path, got in zip(paths, many):
+        try:
+            want: Optional[torch.Tensor] = to_model_image(path)
+        except ImageError:
+            want = None
+        if want is None:
+            assert got is None, path
+        else:
+            assert got is not None and torch.equal(got, want), path
+    assert many[paths.index(str(tmp_path / "plain.jpg"))] is not None and many[-1] is None and many[-2] is None
