@@ -1,11 +1,12 @@
 """Encoders with a head per task.
 
 Every task trains the same kind of encoder, so every checkpoint yields an embedding for kNN, pair
-distances and t-SNE, and results compare across tasks. Two encoders (`ARCHS`):
+distances and t-SNE, and results compare across tasks. Three encoders (`ARCHS`):
 
 - `simple`: the seed's SimpleCNN (conv 32 -> conv 64 -> Linear 128), the digits models' encoder.
 - `convnet`: four conv-BatchNorm-ReLU stages with pooling and a global average pool, the CIFAR-10
   models' encoder; BatchNorm lets it train at a high learning rate, which a short CPU budget needs.
+- `resnet18`: ResNet-18 with the CIFAR stem, the field's reference encoder, for training on GPUs.
 """
 
 from __future__ import annotations
@@ -71,7 +72,31 @@ class ConvNetEncoder(nn.Module):
         return self.fc(self.conv(x))
 
 
-ARCHS = {"simple": Encoder, "convnet": ConvNetEncoder}
+class ResNet18Encoder(nn.Module):
+    """torchvision's ResNet-18 with the CIFAR stem the SSL literature uses for 32x32 images (SimCLR's
+    CIFAR-10 runs, lightly, solo-learn): a 3x3 stride-1 first conv and no max-pool, so the last stage
+    still sees 4x4 maps instead of 1x1. Features are the 512 average-pooled channels, followed by
+    Linear + ReLU only when another `feature_dim` is asked for. About 11M parameters and 0.56 GFLOPs
+    per image: for GPUs; an epoch of CIFAR-10 takes hours on two CPU cores."""
+
+    def __init__(self, width: int = 64, feature_dim: int = 512) -> None:
+        super().__init__()
+        from torchvision.models import resnet18
+
+        if width != 64:
+            raise ValueError(f"resnet18 has 64 channels in its first stage; got width {width}")
+        net = resnet18(weights=None)
+        net.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+        net.fc = nn.Identity()  # type: ignore[assignment]
+        self.conv = net
+        self.fc = nn.Identity() if feature_dim == 512 else nn.Sequential(nn.Linear(512, feature_dim), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x))
+
+
+ARCHS = {"simple": Encoder, "convnet": ConvNetEncoder, "resnet18": ResNet18Encoder}
 
 
 class SSLModel(nn.Module):
@@ -106,10 +131,12 @@ class SSLModel(nn.Module):
         return features
 
 
-DEFAULT_WIDTH = {"simple": 32, "convnet": 24}  # convnet at 24 costs a CPU about what SimpleCNN at 32 does
+DEFAULT_WIDTH = {"simple": 32, "convnet": 24, "resnet18": 64}  # convnet at 24 costs a CPU about what SimpleCNN at 32 does
+DEFAULT_FEATURES = {"simple": 128, "convnet": 128, "resnet18": 512}  # ResNet-18's pooled channels, as published
 
 
 def build_model(task: str, arch: str = "simple", **overrides: int) -> SSLModel:
     out_dim = 4 if task == "rotation" else 128
     overrides.setdefault("width", DEFAULT_WIDTH.get(arch, 32))
+    overrides.setdefault("feature_dim", DEFAULT_FEATURES.get(arch, 128))
     return SSLModel(ModelArgs(task=task, arch=arch, out_dim=overrides.pop("out_dim", out_dim), **overrides))

@@ -41,3 +41,22 @@ def test_unknown_architecture_is_refused():
 
     with pytest.raises(ValueError, match="unknown encoder"):
         build_model("rotation", arch="vit")
+
+
+def test_resnet18_has_the_cifar_stem_and_every_head(tmp_path):
+    from ssl_core.checkpoints import load_checkpoint, make_card, save_checkpoint
+
+    x = torch.randn(2, 3, 32, 32)
+    for task, out in (("rotation", 4), ("siamese", 128), ("simclr", 128)):
+        model = build_model(task, arch="resnet18").eval()
+        assert model.args.arch == "resnet18" and model.args.feature_dim == 512
+        assert model(x).shape == (2, out)
+        # SimCLR's representation is the 512 pooled channels; Siamese distances live in its head.
+        assert model.embed(x).shape == (2, 512 if task != "siamese" else 128)
+    net = model.encoder.conv
+    assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1) and isinstance(net.maxpool, torch.nn.Identity)
+    assert 11_000_000 < sum(p.numel() for p in model.encoder.parameters()) < 11_300_000  # ResNet-18's 11.2M
+    # A checkpoint rebuilds it from its card alone.
+    save_checkpoint(tmp_path / "r18", model, make_card(model, {}, "digits", [], {}))
+    loaded = load_checkpoint(tmp_path / "r18")
+    assert loaded.card["arch"] == "resnet18" and torch.equal(loaded.model(x), model(x))
