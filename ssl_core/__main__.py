@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from typing import Optional
 
 from . import DATASETS, TASKS
@@ -23,9 +26,25 @@ def format_metrics(metrics: dict) -> str:
     return ", ".join(parts) if parts else metrics.get("note", "no metrics")
 
 
+def stop_on_signals() -> threading.Event:
+    """Ctrl-C or SIGTERM asks the run to stop at the next step (every process of a torchrun launch
+    agrees on it), so nothing is left half-done; a second Ctrl-C aborts at once."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    return stop
+
+
 def train_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from . import distributed
     from .data import DataError
     from .jobs import run_and_save
     from .train import TrainConfig, TrainingError
@@ -54,14 +73,30 @@ def train_command(args: argparse.Namespace) -> int:
         elif e.kind == "epoch" and bar is not None:
             bar.write(f"epoch {e.epoch}/{e.epochs}: loss {e.loss:.4f}" + "".join(f", {k} {v:.4f}" for k, v in e.metrics.items()))
 
+    rank = f"[rank {os.environ.get('RANK')}] " if distributed.launched_by_torchrun() else ""
+    stop = stop_on_signals()
     try:
-        result, path = run_and_save(cfg, args.out, on_event)
+        result, path = run_and_save(cfg, args.out, on_event, stop)
     except (DataError, TrainingError) as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
+        print(f"\n{rank}error: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        if not rank:
+            raise
+        # gloo/NCCL report a process that died or was killed as a failed collective on the others.
+        print(f"\n{rank}error: another process of this torchrun launch failed or was stopped, so the run "
+              f"ended here; no checkpoint was written. ({' '.join(str(exc).split())[:300]})", file=sys.stderr)
         return 1
     finally:
         if bar is not None:
             bar.close()
+        distributed.leave()
+    if result.stopped:
+        print(f"\n{rank}stopped by request after {len(result.history)} of {cfg.epochs} epochs: no checkpoint written.",
+              file=sys.stderr)
+        return 130
+    if not result.is_main:
+        return 0
     print(f"{cfg.task} on {result.dataset.source or result.dataset.name} (test split, {result.metrics.get('test_images')} images), "
           f"{result.seconds:.1f} s: {format_metrics(result.metrics)} -> {path}")
     return 0

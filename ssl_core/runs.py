@@ -33,11 +33,15 @@ def default_runs_dir() -> Path:
 
 def run_and_save(cfg: TrainConfig, out: str | os.PathLike, on_event: Optional[EventFn] = None,
                  stop_event: Optional[threading.Event] = None) -> tuple[TrainResult, Optional[Path]]:
-    """Train, then write the checkpoint atomically. A stopped run writes nothing (path None)."""
+    """Train, then write the checkpoint atomically. A stopped run writes nothing (path None), and
+    under torchrun only rank 0 writes (the others get None)."""
     result = train(cfg, on_event, stop_event)
-    if result.stopped:
+    if result.stopped or not result.is_main:
         return result, None
-    card = make_card(result.model, cfg.to_dict(), result.dataset.name, result.dataset.class_names,
+    config = cfg.to_dict()
+    if result.distributed:
+        config["distributed"] = result.distributed  # effective batch, sharding, SimCLR's negatives
+    card = make_card(result.model, config, result.dataset.name, result.dataset.class_names,
                      result.metrics, result.history, result.seconds, result.dataset.source, PROTOCOL)
     return result, save_checkpoint(out, result.model, card)
 

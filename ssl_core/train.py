@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from . import TASKS
+from . import TASKS, distributed
 from .augment import all_rotations, normalize, sample_pairs, shift_flip, simclr_views
 from .data import ImageSet, Split, load_dataset, split
 from .errors import UserError
@@ -77,6 +77,10 @@ class TrainConfig:
     temperature: float = 0.5  # NT-Xent temperature (simclr)
     positive_fraction: float = 0.5  # share of same-class pairs (siamese)
     max_train_images: Optional[int] = None  # cap the training split (quick demos on big sets)
+    # Set by the engine under torchrun (ssl_core/distributed.py), recorded on the card: the number of
+    # processes that shared each step, and how they talked (gloo on CPUs, nccl on GPUs).
+    world_size: int = 1
+    backend: str = "none"
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -163,6 +167,8 @@ class TrainResult:
     dataset: ImageSet  # the training split's source set (name, class names)
     seconds: float
     stopped: bool = False
+    is_main: bool = True  # False on the ranks > 0 of a torchrun launch: they neither evaluate nor save
+    distributed: dict = field(default_factory=dict)  # distributed.describe() of a multi-process run
 
 
 def resolve_device(name: str) -> torch.device:
@@ -239,9 +245,11 @@ class TrainStep:
     (`gen`), its optimiser and its schedule (warm-up, then cosine decay to zero at `total_steps`).
     """
 
-    def __init__(self, cfg: TrainConfig, model: SSLModel, images: torch.Tensor, labels: Optional[torch.Tensor],
-                 total_steps: int, gen: Optional[torch.Generator] = None) -> None:
-        self.cfg, self.model, self.images, self.labels = cfg, model, images, labels
+    def __init__(self, cfg: TrainConfig, model: torch.nn.Module, images: torch.Tensor, labels: Optional[torch.Tensor],
+                 total_steps: int, gen: Optional[torch.Generator] = None,
+                 group: Optional[distributed.Group] = None) -> None:
+        # `model` is the SSLModel, or its DistributedDataParallel wrapper in a torchrun launch (`group`).
+        self.cfg, self.model, self.images, self.labels, self.group = cfg, model, images, labels, group
         self.gen = gen or torch.Generator().manual_seed(cfg.seed)
         self.device = images.device
         self.amp = autocast_dtype(cfg, self.device)
@@ -267,15 +275,19 @@ class TrainStep:
         views = [simclr_views(unit, self.gen, scale=(cfg.crop_min_scale, 1.0), flip=cfg.flip) for _ in range(2)]
         z = self.model(torch.cat(views).sub_(0.5).div_(0.5).contiguous(memory_format=torch.channels_last)).float()
         z1, z2 = z.chunk(2)
+        if self.group is not None:  # every process's views: the negatives of the whole batch
+            z1, z2 = distributed.gather_with_grad(z1), distributed.gather_with_grad(z2)
         return nt_xent_loss(z1, z2, cfg.temperature)
 
     def __call__(self, idx: torch.Tensor, epoch: int = 1) -> torch.Tensor:
-        """Take one step; returns the (detached) loss. Raises TrainingError when the loss is not finite."""
+        """Take one step; returns the (detached) loss, averaged over the processes of a torchrun launch.
+        Raises TrainingError when the loss is not finite (on every process at once)."""
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             loss = self.loss(idx)
-        if not torch.isfinite(loss):
+        seen = loss.detach() if self.group is None else distributed.mean(loss)
+        if not torch.isfinite(seen):
             raise TrainingError(
-                f"The loss became {loss.item()} at epoch {epoch}, step {self.steps + 1}: training diverged. "
+                f"The loss became {seen.item()} at epoch {epoch}, step {self.steps + 1}: training diverged. "
                 f"Try a lower learning rate than {self.cfg.lr:g}. The previous model is kept."
             )
         self.optimizer.zero_grad(set_to_none=True)
@@ -283,7 +295,7 @@ class TrainStep:
         self.optimizer.step()
         self.schedule.step()
         self.steps += 1
-        return loss.detach()
+        return seen
 
 
 def make_optimizer(cfg: TrainConfig, model: SSLModel) -> torch.optim.Optimizer:
@@ -331,60 +343,98 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
 
     A set `stop_event` ends training before the next step (within one step); the result then has
     `stopped=True` and no metrics. Raises TrainingError for divergence, out-of-memory and bad data.
+    Under torchrun the same call trains one process's share with DDP (ssl_core/distributed.py);
+    only rank 0 reports events and evaluates.
     """
-    emit = on_event or (lambda e: None)
-    stop = stop_event or threading.Event()
+    group = distributed.join(cfg.device)
     device = resolve_device(cfg.device)
+    emit = on_event or (lambda e: None)
+    if group is not None:
+        device = distributed.device_of(group, device)
+        cfg.world_size, cfg.backend = group.world_size, group.backend
+        if not group.is_main:
+            emit = lambda e: None  # noqa: E731 - one voice: rank 0 speaks for the run
+    stop = stop_event or threading.Event()
 
     def on_data(message: str, fraction: float) -> None:
         emit(Event("data", 0, cfg.epochs, 0, 0, 0.0, message=message, metrics={"fraction": fraction}))
 
-    data, parts = prepare_data(cfg, on_data)
+    data, parts = _prepare_in_turn(cfg, on_data, group)
     if device.type == "cpu":
         reuse_freed_memory()
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every process
     model = build_model(cfg.task, arch=cfg.arch).to(device)
     baseline = copy.deepcopy(model).eval()  # the random-init encoder, for the side-by-side probe
     # channels_last lets oneDNN (CPU) and cuDNN (GPU) pick their fast NHWC kernels.
     model = model.to(memory_format=torch.channels_last)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # the epochs' order: the same on every process
     images = parts.train.images.to(device)
     labels = None if parts.train.labels is None else parts.train.labels.to(device)
     n = len(images)
     batch = min(cfg.batch_size, n)
-    steps_per_epoch = max(1, n // batch)  # drop the ragged last batch: NT-Xent and BatchNorm see full batches
+    net: torch.nn.Module = model
+    augment_gen, info = gen, {}
+    if group is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        info = distributed.describe(group, batch, cfg.lr, cfg.task)
+        batch = info["batch_per_process"]
+        augment_gen = torch.Generator().manual_seed(cfg.seed + 1 + group.rank)  # different views per process
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    world = 1 if group is None else group.world_size
+    steps_per_epoch = max(1, n // world // batch)  # drop the ragged last batch: NT-Xent and BatchNorm see full batches
     total = steps_per_epoch * cfg.epochs
-    step_fn = TrainStep(cfg, model, images, labels, total, gen)
+    step_fn = TrainStep(cfg, net, images, labels, total, augment_gen, group)
     history: list[dict] = []
     start = time.perf_counter()
     step = 0
     precision = "bf16" if step_fn.amp is not None else "fp32"
+    scale = "" if group is None else (f", {world} processes ({group.backend}), batch {info['effective_batch']} "
+                                      f"= {world} x {batch}, learning rate {cfg.lr:g}")
     emit(Event("start", 1, cfg.epochs, 0, total, 0.0,
                message=f"{cfg.task} on {data.source or data.name}: {n:,} training and {len(parts.test):,} test images, "
-                       f"{cfg.arch} encoder, {device.type} {precision}"))
+                       f"{cfg.arch} encoder, {device.type} {precision}{scale}"))
+    main = group is None or group.is_main
     try:
         for epoch in range(1, cfg.epochs + 1):
             order = torch.randperm(n, generator=gen).to(device)
+            if group is not None:
+                order = distributed.shard(order, group.rank, world)
             losses = []
             model.train()
             for i in range(steps_per_epoch):
-                if stop.is_set():
+                if stop.is_set() if group is None else distributed.any_true(stop.is_set(), device):
                     emit(Event("stopped", epoch, cfg.epochs, step, total, time.perf_counter() - start, message="stopped by request"))
-                    return TrainResult(model.eval(), cfg, {}, history, data, time.perf_counter() - start, stopped=True)
+                    return TrainResult(model.eval(), cfg, {}, history, data, time.perf_counter() - start, stopped=True,
+                                       is_main=main, distributed=info)
                 loss = step_fn(order[i * batch : (i + 1) * batch], epoch)
                 step += 1
                 losses.append(loss)
                 emit(Event("step", epoch, cfg.epochs, step, total, time.perf_counter() - start, loss=float(loss)))
             epoch_loss = float(torch.stack(losses).mean())
-            probe = _probe(model, parts, cfg.seed + epoch)
+            probe = _probe(model, parts, cfg.seed + epoch) if main else {}
             history.append({"epoch": epoch, "loss": epoch_loss, **probe, "elapsed": time.perf_counter() - start})
             emit(Event("epoch", epoch, cfg.epochs, step, total, time.perf_counter() - start, loss=epoch_loss, metrics=probe))
         model.eval()
-        metrics = evaluate(model, parts.train, parts.test, baseline=baseline.to(device))
+        metrics = evaluate(model, parts.train, parts.test, baseline=baseline.to(device)) if main else {}
     except (torch.OutOfMemoryError, RuntimeError, MemoryError) as exc:
         if not is_out_of_memory(exc):
             raise
         raise TrainingError(f"Out of memory at batch size {cfg.batch_size}: try a smaller batch size.") from exc
     seconds = time.perf_counter() - start
     emit(Event("done", cfg.epochs, cfg.epochs, step, total, seconds, metrics=metrics, message="finished"))
-    return TrainResult(model, cfg, metrics, history, data, seconds)
+    return TrainResult(model, cfg, metrics, history, data, seconds, is_main=main, distributed=info)
+
+
+def _prepare_in_turn(cfg: TrainConfig, progress: Callable[[str, float], None],
+                     group: Optional[distributed.Group]) -> tuple[ImageSet, Split]:
+    """`prepare_data`, under torchrun first on rank 0 alone: one process downloads and decodes and
+    fills the tensor cache, the others then read the cache instead of decoding the same files."""
+    if group is None:
+        return prepare_data(cfg, progress)
+    if group.is_main:
+        out = prepare_data(cfg, progress)
+        distributed.barrier()
+        return out
+    distributed.barrier()
+    return prepare_data(cfg)
