@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -336,3 +337,22 @@ def test_cifar10_embedding_map_with_images(client) -> None:
 def test_digits_embedding_map(client) -> None:
     tsne, pca, text, mosaic = client.predict("digits-simclr", api_name="/embedding_map")
     assert "held-out digits images (test split) · digits-simclr" in tsne["plot"] and "digits-simclr" in text
+
+
+def test_a_resnet18_checkpoint_is_offered_and_answers(client, app_module) -> None:
+    """What `train --arch resnet18` writes (here a tiny SimCLR run on 64 digits) loads in the app from
+    its card alone and answers like any other model; removed afterwards so the list stays as it was."""
+    from ssl_core.runs import run_and_save
+    from ssl_core.train import TrainConfig
+
+    cfg = TrainConfig(task="simclr", dataset="digits", arch="resnet18", epochs=1, batch_size=32, max_train_images=64)
+    _, path = run_and_save(cfg, app_module.REGISTRY.runs_dir / "simclr-digits-resnet18")
+    try:
+        assert client.predict(api_name="/list_models")[-1] == "simclr-digits-resnet18"
+        img = str(app_module.EXAMPLES / "digit-3-upright.png")
+        distance, verdict, near_a, _ = client.predict(_upload(img), _upload(img), "simclr-digits-resnet18",
+                                                      api_name="/compare_pair")
+        assert distance == pytest.approx(0.0, abs=1e-4) and "`simclr-digits-resnet18`" in verdict
+        assert len(near_a) == 5
+    finally:
+        shutil.rmtree(path)
