@@ -97,6 +97,7 @@ class ResNet18Encoder(nn.Module):
 
 
 ARCHS = {"simple": Encoder, "convnet": ConvNetEncoder, "resnet18": ResNet18Encoder}
+ARCH_TITLES = {"simple": "SimpleCNN", "convnet": "4-stage ConvNet", "resnet18": "ResNet-18"}  # for people
 
 
 class SSLModel(nn.Module):

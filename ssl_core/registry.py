@@ -22,6 +22,7 @@ from . import TASKS
 from .checkpoints import CARD, Checkpoint, CheckpointError, load_checkpoint, read_card
 from .errors import UserError
 from .evaluate import METRIC_BY_KEY, format_metric
+from .models import ARCH_TITLES
 from .runs import default_runs_dir
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -88,7 +89,8 @@ class LoadedModel:
         card = self.card
         metrics = card.get("metrics", {})
         origin = "shipped" if self.entry.shipped else "trained in this app"
-        text = (f"Answered by `{self.name}` ({origin}): {card['task']} model trained on "
+        arch = ARCH_TITLES.get(card.get("arch", "simple"), card.get("arch", "simple"))
+        text = (f"Answered by `{self.name}` ({origin}): {card['task']} model ({arch} encoder) trained on "
                 f"**{card.get('dataset_source', dataset_title(card['dataset']))}**. Held-out {headline(card)} "
                 f"({dataset_title(card['dataset'])} test split, {metrics.get('test_images', '?')} images).")
         return text + (f"\n\n**Note:** {self.note}" if self.note else "")

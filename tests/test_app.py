@@ -353,6 +353,7 @@ def test_a_resnet18_checkpoint_is_offered_and_answers(client, app_module) -> Non
         distance, verdict, near_a, _ = client.predict(_upload(img), _upload(img), "simclr-digits-resnet18",
                                                       api_name="/compare_pair")
         assert distance == pytest.approx(0.0, abs=1e-4) and "`simclr-digits-resnet18`" in verdict
+        assert "(ResNet-18 encoder)" in verdict  # the card's architecture, named for the user
         assert len(near_a) == 5
     finally:
         shutil.rmtree(path)

@@ -132,8 +132,8 @@ with gr.Blocks() as tab:
             gr.Markdown("A finished run joins every tab's model picker. It answers only for those who pick it: "
                         "the defaults stay the shipped models for everyone.\n\n"
                         "Runs here use the small encoders (SimpleCNN for digits, the 4-stage ConvNet for photos), "
-                        "which train in minutes on a CPU. **ResNet-18** (`--arch resnet18`) would take hours per "
-                        "CIFAR-10 epoch on a CPU: train it with the command line on a GPU (README, *Training at "
+                        "which train in minutes on a CPU. **ResNet-18** (`--arch resnet18`) would take about 70 minutes "
+                        "per CIFAR-10 SimCLR epoch on two CPU cores: train it with the command line on a GPU (README, *Training at "
                         "scale*); a checkpoint folder put in `runs/` joins the pickers like any other.")
         with gr.Column(scale=2):
             job_status = gr.Markdown()
