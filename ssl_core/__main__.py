@@ -7,7 +7,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 from . import DATASETS, TASKS
 from .models import ARCHS
@@ -26,9 +27,11 @@ def format_metrics(metrics: dict) -> str:
     return ", ".join(parts) if parts else metrics.get("note", "no metrics")
 
 
-def stop_on_signals() -> threading.Event:
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
     """Ctrl-C or SIGTERM asks the run to stop at the next step (every process of a torchrun launch
-    agrees on it), so nothing is left half-done; a second Ctrl-C aborts at once."""
+    agrees on it), so nothing is left half-done; a second Ctrl-C aborts at once. The previous
+    handlers come back afterwards (the CLI also runs inside other programs, such as the tests)."""
     stop = threading.Event()
 
     def handler(signum: int, frame: object) -> None:
@@ -36,9 +39,14 @@ def stop_on_signals() -> threading.Event:
             raise KeyboardInterrupt
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
-    return stop
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # Python delivers signals there only
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -74,9 +82,9 @@ def train_command(args: argparse.Namespace) -> int:
             bar.write(f"epoch {e.epoch}/{e.epochs}: loss {e.loss:.4f}" + "".join(f", {k} {v:.4f}" for k, v in e.metrics.items()))
 
     rank = f"[rank {os.environ.get('RANK')}] " if distributed.launched_by_torchrun() else ""
-    stop = stop_on_signals()
     try:
-        result, path = run_and_save(cfg, args.out, on_event, stop)
+        with stop_on_signals() as stop:
+            result, path = run_and_save(cfg, args.out, on_event, stop)
     except (DataError, TrainingError) as exc:
         print(f"\n{rank}error: {exc}", file=sys.stderr)
         return 1
