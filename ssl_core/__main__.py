@@ -53,9 +53,9 @@ def train_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import distributed
-    from .data import DataError
+    from .errors import UserError
     from .jobs import run_and_save
-    from .train import TrainConfig, TrainingError
+    from .train import TrainConfig
 
     try:
         cfg = TrainConfig(task=args.task, dataset=args.dataset, data_dir=args.data_dir, arch=args.arch, epochs=args.epochs,
@@ -85,7 +85,7 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         with stop_on_signals() as stop:
             result, path = run_and_save(cfg, args.out, on_event, stop)
-    except (DataError, TrainingError) as exc:
+    except UserError as exc:  # bad data, divergence, a launch that does not fit the machine
         print(f"\n{rank}error: {exc}", file=sys.stderr)
         return 1
     except RuntimeError as exc:

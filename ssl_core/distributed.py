@@ -26,8 +26,14 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from .errors import UserError
+
 # Long enough for rank 0 to decode CIFAR-10 or evaluate a ResNet-18 while the others wait.
 TIMEOUT = timedelta(minutes=30)
+
+
+class DistributedError(UserError, ValueError):
+    """A torchrun launch this run cannot use as asked; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,9 @@ def join(device: str = "auto") -> Optional[Group]:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = device in ("auto", "cuda") and torch.cuda.is_available()
     if not dist.is_initialized():
+        if cuda and local_rank >= torch.cuda.device_count():
+            raise DistributedError(f"torchrun started more processes on this machine than it has GPUs "
+                                   f"({torch.cuda.device_count()}): use --nproc_per_node={torch.cuda.device_count()}")
         if cuda:
             torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
@@ -86,7 +95,7 @@ def shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
 
 def batch_per_process(batch_size: int, world_size: int) -> int:
     if batch_size < world_size:
-        raise ValueError(f"batch size {batch_size} is smaller than the {world_size} processes sharing it; "
+        raise DistributedError(f"batch size {batch_size} is smaller than the {world_size} processes sharing it; "
                          f"use at least {world_size}")
     return batch_size // world_size
 
