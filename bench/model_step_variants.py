@@ -10,7 +10,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere, no install
 from ssl_core.models import build_model  # noqa: E402
-from ssl_core.train import TrainConfig, TrainStep, cpu_has_bf16  # noqa: E402
+from ssl_core.speed import cpu_has_bf16  # noqa: E402
+from ssl_core.train import TrainConfig, TrainStep  # noqa: E402
 
 N, ROUNDS, STEPS = 2048, 5, 5
 images = torch.randint(0, 256, (N, 3, 32, 32), dtype=torch.uint8)

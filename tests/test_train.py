@@ -167,7 +167,7 @@ def test_freed_training_memory_is_reused_without_page_faults():
         pytest.skip("glibc's mallopt is Linux-only")
     code = """
 import resource, torch
-from ssl_core.train import reuse_freed_memory
+from ssl_core.speed import reuse_freed_memory
 def faults_per_cycle():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(5):
