@@ -342,8 +342,10 @@ def _image_files(d: Path, root: Path) -> list[ImageFile]:
             continue
         if os.path.splitext(e.name)[1].lower() not in IMAGE_SUFFIXES:
             continue
-        if e.is_symlink() and not (Path(e.path).resolve().is_relative_to(root) and Path(e.path).resolve().is_file()):
-            continue
+        if e.is_symlink():
+            target = Path(e.path).resolve()
+            if not (target.is_relative_to(root) and target.is_file()):
+                continue
         try:
             out.append(ImageFile(e.path, e.path[prefix:], e.stat()))
         except OSError:  # vanished or a dangling link: not an image we can read

@@ -146,15 +146,13 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(x)
 
 
-def describe(group: Group, batch_size: int, lr: float, task: str) -> dict:
-    """What a run over several processes was, for the card and the start message."""
+def describe(group: Group, batch_size: int, task: str) -> dict:
+    """What a run over several processes was, for the card and the start message (world_size,
+    backend and the learning rate are the config's own fields)."""
     per = batch_per_process(batch_size, group.world_size)
     out = {
-        "world_size": group.world_size,
-        "backend": group.backend,
         "batch_per_process": per,
         "effective_batch": per * group.world_size,
-        "lr": lr,
         "lr_rule": "as given: batch_size is the batch of one step over all processes, so no scaling",
         "sharding": "DistributedSampler semantics (same shuffled order on every rank, drop_last)",
         "batchnorm": "per process (not synchronised)",

@@ -77,7 +77,7 @@ class ResNet18Encoder(nn.Module):
     CIFAR-10 runs, lightly, solo-learn): a 3x3 stride-1 first conv and no max-pool, so the last stage
     still sees 4x4 maps instead of 1x1. Features are the 512 average-pooled channels, followed by
     Linear + ReLU only when another `feature_dim` is asked for. About 11M parameters and 0.56 GFLOPs
-    per image: for GPUs; an epoch of CIFAR-10 takes hours on two CPU cores."""
+    per image: for GPUs; a CIFAR-10 SimCLR epoch takes about 70 minutes on two CPU cores."""
 
     def __init__(self, width: int = 64, feature_dim: int = 512) -> None:
         super().__init__()

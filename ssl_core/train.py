@@ -344,7 +344,7 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
     if group is not None:
         from torch.nn.parallel import DistributedDataParallel
 
-        info = distributed.describe(group, batch, cfg.lr, cfg.task)
+        info = distributed.describe(group, batch, cfg.task)
         batch = info["batch_per_process"]
         augment_gen = torch.Generator().manual_seed(cfg.seed + 1 + group.rank)  # different views per process
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
