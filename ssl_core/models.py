@@ -27,6 +27,12 @@ class ModelArgs:
     width: int = 32  # channels of the first conv; each later stage doubles them (the seed: 32, 64)
     feature_dim: int = 128  # encoder output (the seed's fc width)
     out_dim: int = 128  # head output: 4 for rotation, embedding size otherwise
+    # "linear", or "mlp": Linear-BatchNorm-ReLU-Linear, the projector of SimCLR v2 / SupCon. NT-Xent
+    # then shapes the projector's output, and the features before it stay general (linear probe, kNN).
+    head: str = "linear"
+    # Siamese only: distances between L2-normalised head outputs (trained with the batch-wide,
+    # cosine NT-Xent) instead of raw ones (trained with Hadsell's margin). Old cards: raw.
+    unit_embedding: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,8 +60,9 @@ def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
 
 class ConvNetEncoder(nn.Module):
     """Four conv-BN-ReLU stages (width, 2w, 4w, 8w channels at 32, 16, 8, 4 pixels), global average
-    pool, then Linear(8w, feature_dim) + ReLU. The average pool makes its features independent of
-    where in the picture an object sits."""
+    pool, then Linear(8w, feature_dim) + ReLU, or nothing when `feature_dim` is 8w: the pooled
+    channels themselves, which probe better after SimCLR than a ReLU layer on top of them. The
+    average pool makes its features independent of where in the picture an object sits."""
 
     def __init__(self, width: int = 24, feature_dim: int = 128) -> None:
         super().__init__()
@@ -66,7 +73,8 @@ class ConvNetEncoder(nn.Module):
             *_conv_bn(2 * w, 4 * w), nn.MaxPool2d(2),
             *_conv_bn(4 * w, 8 * w), nn.AdaptiveAvgPool2d(1),
         )
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(8 * w, feature_dim), nn.ReLU(inplace=True))
+        pooled = feature_dim == 8 * w
+        self.fc = nn.Flatten() if pooled else nn.Sequential(nn.Flatten(), nn.Linear(8 * w, feature_dim), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.conv(x))
@@ -96,6 +104,18 @@ class ResNet18Encoder(nn.Module):
         return self.fc(self.conv(x))
 
 
+PROJECTOR_WIDTH = 512  # SimCLR's CIFAR projector is 2048 wide for ResNet-50's 2048 features; ours see 192
+
+
+def make_head(kind: str, feature_dim: int, out_dim: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(feature_dim, out_dim)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(feature_dim, PROJECTOR_WIDTH, bias=False), nn.BatchNorm1d(PROJECTOR_WIDTH),
+                             nn.ReLU(inplace=True), nn.Linear(PROJECTOR_WIDTH, out_dim))
+    raise ValueError(f"unknown head {kind!r}; choose linear or mlp")
+
+
 ARCHS = {"simple": Encoder, "convnet": ConvNetEncoder, "resnet18": ResNet18Encoder}
 ARCH_TITLES = {"simple": "SimpleCNN", "convnet": "4-stage ConvNet", "resnet18": "ResNet-18"}  # for people
 
@@ -115,7 +135,7 @@ class SSLModel(nn.Module):
         if args.arch not in ARCHS:
             raise ValueError(f"unknown encoder {args.arch!r}; choose one of {', '.join(ARCHS)}")
         self.encoder = ARCHS[args.arch](args.width, args.feature_dim)
-        self.head = nn.Linear(args.feature_dim, args.out_dim)
+        self.head = make_head(args.head, args.feature_dim, args.out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))
@@ -126,7 +146,8 @@ class SSLModel(nn.Module):
     def embed_features(self, features: torch.Tensor) -> torch.Tensor:
         """The embedding from encoder features, so a probe that needs both runs the encoder once."""
         if self.args.task == "siamese":
-            return self.head(features)
+            out = self.head(features)
+            return F.normalize(out, dim=1) if self.args.unit_embedding else out
         if self.args.task == "simclr":
             return F.normalize(features, dim=1)
         return features

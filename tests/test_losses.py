@@ -71,3 +71,37 @@ def test_nt_xent_validates():
         nt_xent_loss(torch.zeros(1, 4), torch.zeros(1, 4))
     with pytest.raises(ValueError):
         nt_xent_loss(torch.zeros(2, 4), torch.zeros(2, 4), temperature=0)
+
+
+def test_supervised_nt_xent_matches_reference():
+    """SupCon's L_out by hand: for each view, the mean over its same-class views of -log p."""
+    torch.manual_seed(1)
+    z1, z2 = torch.randn(4, 8), torch.randn(4, 8)
+    labels = torch.tensor([0, 1, 0, 2])
+    t = 0.2
+    z = torch.cat([z1, z2])
+    z = z / z.norm(dim=1, keepdim=True)
+    y = torch.cat([labels, labels])
+    total = 0.0
+    for i in range(8):
+        denom = sum(math.exp(float(z[i] @ z[k]) / t) for k in range(8) if k != i)
+        pos = [j for j in range(8) if j != i and y[j] == y[i]]
+        total += sum(-math.log(math.exp(float(z[i] @ z[j]) / t) / denom) for j in pos) / len(pos)
+    assert nt_xent_loss(z1, z2, t, labels).item() == pytest.approx(total / 8, rel=1e-5)
+
+
+def test_supervised_nt_xent_with_distinct_labels_is_simclr():
+    torch.manual_seed(2)
+    z1, z2 = torch.randn(6, 5), torch.randn(6, 5)
+    assert nt_xent_loss(z1, z2, 0.3, torch.arange(6)).item() == pytest.approx(nt_xent_loss(z1, z2, 0.3).item(), rel=1e-6)
+
+
+def test_supervised_nt_xent_pulls_classes_together():
+    """Same-class views clustered cost less than the same views with classes mixed up."""
+    centres = torch.eye(4) * 3
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    z = centres[labels] + 0.05 * torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    shuffled = labels[torch.tensor([0, 2, 4, 6, 1, 3, 5, 7])]
+    assert nt_xent_loss(z, z, 0.2, labels) < nt_xent_loss(z, z, 0.2, shuffled)
+    with pytest.raises(ValueError):
+        nt_xent_loss(z, z, 0.2, labels[:3])
