@@ -18,7 +18,9 @@ from ui.common import EXAMPLES, JOB, REGISTRY
 
 # The API as documented (README): the handlers, importable from here for scripts and tests.
 predict_rotation, compare_pair, embedding_map = rotation.predict_rotation, similarity.compare_pair, embeddings.embedding_map
-__all__ = ["EXAMPLES", "JOB", "REGISTRY", "compare_pair", "demo", "embedding_map", "launch", "list_models", "predict_rotation"]
+learning_frames = embeddings.learning_frames
+__all__ = ["EXAMPLES", "JOB", "REGISTRY", "compare_pair", "demo", "embedding_map", "launch", "learning_frames", "list_models",
+           "predict_rotation"]
 
 CSS = """
 .ssl-progress { position: relative; height: 30px; border-radius: 6px; background: var(--neutral-200, #e5e7eb); overflow: hidden; }
@@ -26,7 +28,7 @@ CSS = """
 .ssl-progress span { position: relative; padding-left: 10px; line-height: 30px; font-weight: 600; }
 #log textarea { font-family: var(--font-mono, monospace); font-size: 12px; }
 /* Whole pictures in the thumbnails (the gallery's default "cover" crops them), pixels kept crisp. */
-.ssl-thumbs img, #mosaic img { object-fit: contain !important; image-rendering: pixelated; }
+.ssl-thumbs img, #mosaic img, .ssl-picture img { object-fit: contain !important; image-rendering: pixelated; }
 """
 
 
@@ -52,8 +54,9 @@ with gr.Blocks(title="SSL Playground", analytics_enabled=False) as demo:  # offl
 
     pickers = [rotation.model, similarity.model, embeddings.model]
     embeddings_tab.select(embeddings.embedding_map, embeddings.model, embeddings.outputs, api_visibility="private")
+    embeddings_tab.select(embeddings.replay_frame, embeddings.model, embeddings.replay_outputs, api_visibility="private")
     train.use_btn.click(train.use_finished_run, None, pickers, api_visibility="private")
-    train.timer.tick(train.poll, train.seen_version, train.job_outputs + pickers, api_visibility="private",
+    train.timer.tick(train.poll, [train.seen_version, train.seen_frames], train.job_outputs + pickers, api_visibility="private",
                      show_progress="hidden", queue=False)  # a snapshot copy: no need to wait in line
     demo.load(train.refresh_pickers, None, pickers, api_visibility="private", queue=False)
     gr.api(list_models, api_name="list_models", queue=False)

@@ -82,8 +82,9 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(path: str | os.PathLike, model: SSLModel, card: dict) -> Path:
-    """Write `path/` atomically; an existing checkpoint there is replaced only once the new one is whole."""
+def save_checkpoint(path: str | os.PathLike, model: SSLModel, card: dict, extra: Optional[dict[str, str]] = None) -> Path:
+    """Write `path/` atomically; an existing checkpoint there is replaced only once the new one is whole.
+    `extra`: more text files for the folder by name (frames.json), written inside the same swap."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -97,7 +98,10 @@ def save_checkpoint(path: str | os.PathLike, model: SSLModel, card: dict) -> Pat
         card = dict(card, weights_sha256=_sha256(tmp / WEIGHTS))
         (tmp / CARD).write_text(json.dumps(card, indent=2, default=float))
         _fsync(tmp / CARD)
-        for f in (tmp / WEIGHTS, tmp / CARD):
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text)
+            _fsync(tmp / name)
+        for f in [tmp / WEIGHTS, tmp / CARD, *(tmp / name for name in extra or {})]:
             os.chmod(f, 0o644)  # shipped and shared checkpoints must be readable by other users
         os.chmod(tmp, 0o755)
         old = dest.with_name(f".{dest.name}.old-{tag}")

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -55,6 +55,7 @@ class JobSnapshot:
     checkpoint: str = ""  # where the finished model was saved
     model: str = ""  # its name among the models on offer (the run folder's name)
     error: str = ""
+    frames: list = field(default_factory=list)  # frames.Frame so far (immutable: copies share them)
 
     @property
     def running(self) -> bool:
@@ -67,7 +68,9 @@ class JobSnapshot:
         return f"{self.task} on {self.dataset} ({where}{eta}, started by {self.who or 'someone'})"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready: each frame in the API's shape (frames.Frame.to_dict)."""
+        out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "frames"}
+        return {**out, "frames": [f.to_dict() for f in self.frames]}
 
 
 def format_seconds(seconds: Optional[float]) -> str:
@@ -214,6 +217,11 @@ class TrainingJob:
     def _on_event(self, e: Event) -> None:
         if e.kind == "data":
             self._on_data_progress(e.message, e.metrics.get("fraction", 0.0))
+            return
+        if e.kind == "frame":
+            with self._lock:
+                self._state.frames.append(e.metrics["frame"])
+                self._state.version += 1
             return
         with self._lock:
             s = self._state

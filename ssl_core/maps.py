@@ -186,11 +186,17 @@ def _grid_size(n: int) -> int:
 
 
 def _mosaic(ref: Reference, xy: np.ndarray, placed: Optional[tuple[np.ndarray, torch.Tensor]] = None) -> Image.Image:
+    return mosaic(ref.images.images[ref.map_index], xy, placed)
+
+
+def mosaic(images: torch.Tensor, xy: np.ndarray, placed: Optional[tuple[np.ndarray, torch.Tensor]] = None) -> Image.Image:
+    """uint8 `images` (N,3,32,32) drawn at their map positions `xy` (N,2), one per grid cell;
+    `placed`: (position, image) of an upload, framed in red."""
     cells = _grid_size(len(xy))
     best, lo, hi = _cells(xy, cells)
     canvas = Image.new("RGB", (cells * CELL_PX, cells * CELL_PX), "white")
     for (cx, cy), i in best.items():
-        canvas.paste(to_pil(ref.images.images[int(ref.map_index[i])]), (cx * CELL_PX, cy * CELL_PX))
+        canvas.paste(to_pil(images[i]), (cx * CELL_PX, cy * CELL_PX))
     if placed is not None:  # the upload drawn at its place, framed so it stands out
         at, image = placed
         u = np.clip((at - lo) / np.maximum(hi - lo, 1e-9), 0, 1) * (cells * CELL_PX - 2 * CELL_PX) + CELL_PX / 2

@@ -102,3 +102,49 @@ def embedding_maps(maps: Sequence[tuple[np.ndarray, str]], labels: Optional[np.n
     fig.update_xaxes(showticklabels=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, zeroline=False)
     return _layout(fig, title, height=460)
+
+
+ANGLES = ["0°", "90°", "180°", "270°"]
+
+
+def frame_map(xy: np.ndarray, labels: np.ndarray, class_names: Sequence[str], rows: np.ndarray, title: str) -> go.Figure:
+    """One learning frame: the held-out sample's 2-D positions, coloured by class. The axes are
+    fixed to the frames' box ([-1, 1]) and `uirevision` keeps a zoom, so frames replace each
+    other in place and points are seen to travel."""
+    fig = go.Figure(_scatter_traces(np.asarray(xy), np.asarray(labels), class_names, np.asarray(rows), show_legend=True))
+    fig.update_xaxes(range=[-1.08, 1.08], showticklabels=False, zeroline=False)
+    fig.update_yaxes(range=[-1.08, 1.08], showticklabels=False, zeroline=False)
+    fig.update_layout(uirevision="frames")
+    return _layout(fig, title, height=420)
+
+
+def turn_confusion(counts: Sequence[Sequence[int]], title: str) -> go.Figure:
+    """4x4 table of turns: row = the turn applied, column = the turn the model said; cells show
+    the count and the share of the row."""
+    c = np.asarray(counts, dtype=float)
+    share = c / np.maximum(c.sum(axis=1, keepdims=True), 1)
+    text = [[f"{int(c[i, j])}<br>{share[i, j]:.0%}" for j in range(4)] for i in range(4)]
+    fig = go.Figure(go.Heatmap(z=share, x=ANGLES, y=ANGLES, text=text, texttemplate="%{text}", zmin=0, zmax=1,
+                               colorscale="Blues", showscale=False,
+                               hovertemplate="turned %{y}, said %{x}: %{text}<extra></extra>"))
+    fig.update_xaxes(title_text="predicted turn", side="top")
+    fig.update_yaxes(title_text="turn applied", autorange="reversed")
+    return _layout(fig, title, height=420)
+
+
+def distance_histograms(distances: dict, title: str) -> go.Figure:
+    """Held-out same-class and different-class pair distances as two overlaid histograms (share
+    of each kind per bin), with the frame's calibrated threshold as a dashed line."""
+    edges = np.asarray(distances["edges"])
+    centres, width = (edges[:-1] + edges[1:]) / 2, float(edges[1] - edges[0])
+    fig = go.Figure()
+    for key, name, colour in (("same", "same class", "#59a14f"), ("different", "different class", "#e15759")):
+        counts = np.asarray(distances[key], dtype=float)
+        fig.add_trace(go.Bar(x=centres, y=counts / max(counts.sum(), 1), width=width, name=f"{name} pairs",
+                             marker_color=colour, opacity=0.6, hovertemplate="distance %{x:.2f}: %{y:.1%}<extra></extra>"))
+    fig.add_vline(x=distances["threshold"], line_dash="dash", line_color="#333",
+                  annotation_text=f"threshold {distances['threshold']:.2f}", annotation_position="top")
+    fig.update_layout(barmode="overlay")
+    fig.update_xaxes(title_text="embedding distance", range=[0, float(edges[-1])])
+    fig.update_yaxes(title_text="share of pairs", tickformat=".0%")
+    return _layout(fig, title, height=420)

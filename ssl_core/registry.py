@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import TASKS
+from . import TASKS, frames
 from .checkpoints import CARD, Checkpoint, CheckpointError, load_checkpoint, read_card
 from .errors import UserError
 from .evaluate import METRIC_BY_KEY, format_metric
@@ -170,6 +170,11 @@ class ModelRegistry:
             raise ModelError(f"{name} is a {entry.card['task']} model; this needs a {task} model, "
                              f"e.g. {', '.join(self.names(task))}.")
         return entry
+
+    def learning_frames(self, model: Optional[str] = None) -> list[frames.Frame]:
+        """The learning frames recorded while `model` trained ([] if none were); names as in `entry`,
+        default the shipped CIFAR-10 SimCLR model. Raises FramesError for a damaged file."""
+        return frames.load(self.entry(model or "simclr").path)
 
     # ----------------------------------------------------------------------------------- loading
     def load(self, model: Optional[str] = None, task: Optional[str] = None) -> LoadedModel:

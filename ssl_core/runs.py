@@ -18,6 +18,7 @@ from typing import Iterable, Optional
 from .archive import resolve_data_folder, safe_extract_zip
 from .checkpoints import CARD, CheckpointError, make_card, read_card, save_checkpoint
 from .evaluate import PROTOCOL
+from .frames import FRAMES_FILE, to_json
 from .train import EventFn, TrainConfig, TrainResult, train
 
 # Finished runs kept in the runs folder. A public demo trains all day; each run is ~2 MB plus its
@@ -43,7 +44,8 @@ def run_and_save(cfg: TrainConfig, out: str | os.PathLike, on_event: Optional[Ev
         config["distributed"] = result.distributed  # effective batch, sharding, SimCLR's negatives
     card = make_card(result.model, config, result.dataset.name, result.dataset.class_names,
                      result.metrics, result.history, result.seconds, result.dataset.source, PROTOCOL)
-    return result, save_checkpoint(out, result.model, card)
+    extra = {FRAMES_FILE: to_json(result.frames)} if result.frames else {}  # beside the weights, in the same swap
+    return result, save_checkpoint(out, result.model, card, extra)
 
 
 def dataset_name(cfg: TrainConfig) -> str:

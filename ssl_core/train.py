@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from . import TASKS, distributed
+from . import TASKS, distributed, frames
 from .augment import all_rotations, normalize, sample_pairs, shift_flip, simclr_views
 from .data import ImageSet, Split, load_dataset, split
 from .errors import UserError
@@ -128,7 +128,8 @@ def validate(cfg: TrainConfig) -> None:
 
 @dataclass
 class Event:
-    """A progress report. kind: data (loading; metrics["fraction"]) | start | step | epoch | done | stopped."""
+    """A progress report. kind: data (loading; metrics["fraction"]) | start | step | epoch | frame
+    (metrics["frame"]: a frames.Frame) | done | stopped."""
 
     kind: str
     epoch: int  # 1-based epoch being run (or just finished, for "epoch")
@@ -170,6 +171,7 @@ class TrainResult:
     stopped: bool = False
     is_main: bool = True  # False on the ranks > 0 of a torchrun launch: they neither evaluate nor save
     distributed: dict = field(default_factory=dict)  # distributed.describe() of a multi-process run
+    frames: list = field(default_factory=list)  # frames.Frame: the held-out sample as training went
 
 
 def resolve_device(name: str) -> torch.device:
@@ -362,7 +364,17 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
                message=f"{cfg.task} on {data.source or data.name}: {n:,} training and {len(parts.test):,} test images, "
                        f"{cfg.arch} encoder, {device.type} {precision}{scale}"))
     main = group is None or group.is_main
+    # --- learning frames (ssl_core/frames.py): before the first step, then wherever recorder.due says
+    recorder = frames.Recorder(cfg.task, parts, steps_per_epoch, cfg.epochs, device, cfg.seed,
+                                                    step_fn.amp) if main else None
+
+    def frame(epoch: int) -> None:
+        if recorder is not None and recorder.due(step):
+            f = recorder.take(model, step, time.perf_counter() - start)
+            emit(Event("frame", epoch, cfg.epochs, step, total, time.perf_counter() - start, metrics={"frame": f}))
+    # --- end of learning frames
     try:
+        frame(1)
         for epoch in range(1, cfg.epochs + 1):
             order = torch.randperm(n, generator=gen).to(device)
             if group is not None:
@@ -378,6 +390,7 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
                 step += 1
                 losses.append(loss)
                 emit(Event("step", epoch, cfg.epochs, step, total, time.perf_counter() - start, loss=float(loss)))
+                frame(epoch)
             epoch_loss = float(torch.stack(losses).mean())
             probe = _probe(model, parts, cfg.seed + epoch) if main else {}
             history.append({"epoch": epoch, "loss": epoch_loss, **probe, "elapsed": time.perf_counter() - start})
@@ -390,7 +403,8 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
         raise TrainingError(f"Out of memory at batch size {cfg.batch_size}: try a smaller batch size.") from exc
     seconds = time.perf_counter() - start
     emit(Event("done", cfg.epochs, cfg.epochs, step, total, seconds, metrics=metrics, message="finished"))
-    return TrainResult(model, cfg, metrics, history, data, seconds, is_main=main, distributed=info)
+    return TrainResult(model, cfg, metrics, history, data, seconds, is_main=main, distributed=info,
+                       frames=recorder.frames if recorder else [])
 
 
 def _prepare_in_turn(cfg: TrainConfig, progress: Callable[[str, float], None],

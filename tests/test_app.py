@@ -114,6 +114,7 @@ def test_every_endpoint_is_named_as_documented(client) -> None:
     assert params["/list_models"] == []
     assert params["/start_training"][:3] == ["task", "dataset", "epochs"]
     assert params["/stop_training"] == [] and params["/training_status"] == []
+    assert params["/learning_frames"] == ["model"]
     model_params = [p for name in ("/predict_rotation", "/compare_pair", "/embedding_map") for p in api[name]["parameters"]
                     if p["parameter_name"] == "model"]
     assert all(p["parameter_has_default"] for p in model_params)  # model is optional everywhere
@@ -297,6 +298,24 @@ def test_a_finished_run_is_offered_but_never_the_default(client, app_module) -> 
     visitor = Client(client.src, verbose=False, download_files=False)
     assert "Answered by `cifar10-siamese` (shipped)" in visitor.predict(_upload(img), _upload(img), api_name="/compare_pair")[1]
     assert app_module.REGISTRY.get("siamese").name == "cifar10-siamese"
+
+
+def test_a_run_shows_its_learning_frames_live_and_by_name_after(client) -> None:
+    assert client.predict("siamese", "digits", 3, api_name="/start_training").startswith("Started")
+    live = _wait(client, lambda s: len(s["frames"]) >= 1, timeout=120)
+    assert live["frames"][0]["epoch"] == 0 and len(live["frames"][0]["points"]) == 359
+    # Generous: the machine is shared, and a loaded one has stretched this run past a minute.
+    done = _wait(client, lambda s: s["status"] not in ("loading", "running", "stopping"), timeout=300)
+    assert done["status"] == "finished", done["log"]
+    frames = done["frames"]
+    assert len(frames) >= 4 and {0, 1, 2, 3} <= {f["epoch"] for f in frames}
+    assert all("knn_accuracy" in f and "step" in f for f in frames)
+    assert frames[-1]["knn_accuracy"] > frames[0]["knn_accuracy"]
+    x, y, c = frames[-1]["points"][0]
+    assert -1 <= x <= 1 and -1 <= y <= 1 and 0 <= c <= 9
+    assert client.predict(done["model"], api_name="/learning_frames") == frames
+    shipped = client.predict("digits-rotation", api_name="/learning_frames")
+    assert len(shipped) >= 4 and shipped[0]["epoch"] == 0 and len(shipped[-1]["confusion"]) == 4
 
 
 def test_second_start_refused_and_stop_keeps_previous_model(client, app_module) -> None:

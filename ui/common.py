@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 import gradio as gr
 
+from ssl_core import replay
 from ssl_core.errors import UserError
 from ssl_core.images import write_png
 from ssl_core.jobs import ModelRegistry, TrainingJob
@@ -70,3 +71,30 @@ def examples(*rows: tuple) -> list[list]:
 def thumbs(label: str) -> gr.Gallery:
     return gr.Gallery(label=label, show_label=False, columns=6, rows=1, height=150, elem_classes="ssl-thumbs",
                       object_fit="contain", allow_preview=False, format="png")
+
+
+def frame_outputs(frames: list, index: int, name: str, images: Any = None) -> tuple:
+    """(caption, map, task panel, picture map) of learning frame `index`, for the replay components."""
+    if not frames:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    v = replay.view(frames, index, name, images)
+    return v.text, v.map, v.panel, None if v.picture is None else png(v.picture)
+
+
+def frame_player(label: str) -> tuple:
+    """The replay controls under a frame view: a frame slider, a play button and the timer that
+    advances the slider while playing (Gradio 6 has no animation loop of its own)."""
+    with gr.Row():
+        slider = gr.Slider(0, 1, value=0, step=1, label=label, scale=4)
+        play = gr.Button("▶ Play from the start", scale=1)
+    return slider, play, gr.Timer(0.7, active=False)
+
+
+def frame_view_components(picture_label: str) -> tuple:
+    """Caption, map, task panel (turns table or distance histograms) and picture map of one frame."""
+    text = gr.Markdown()
+    with gr.Row():
+        frame_map = gr.Plot(label="Held-out sample map")
+        panel = gr.Plot(label="Turns or pair distances")
+    picture = gr.Image(label=picture_label, interactive=False, height=420, format="png", elem_classes="ssl-picture")
+    return text, frame_map, panel, picture

@@ -6,9 +6,10 @@ from typing import Any, Optional
 
 import gradio as gr
 
-from ssl_core import maps
+from ssl_core import maps, replay
 
-from .common import REGISTRY, gallery, picker, png, shows_user_errors, thumbs, upload
+from .common import (OUTPUTS, REGISTRY, frame_outputs, frame_player, frame_view_components, gallery, picker, png,
+                     shows_user_errors, thumbs, upload)
 
 
 @shows_user_errors
@@ -35,6 +36,41 @@ def show_point(model: Optional[str], evt: gr.SelectData) -> tuple[list, str]:
     return gallery(images), text
 
 
+@shows_user_errors
+def learning_frames(model: Optional[str] = None) -> list[dict]:
+    """The learning frames recorded while `model` trained (default the shipped CIFAR-10 SimCLR
+    model; a bare task name means that task's default): one dict per frame with epoch, step,
+    knn_accuracy and points [x, y, class index] of its held-out sample; [] when none were recorded."""
+    return [f.to_dict() for f in REGISTRY.learning_frames(model)]
+
+
+@shows_user_errors
+def replay_frame(model: Optional[str], index: float = 0) -> tuple:
+    """Frame `index` of the picked model's recorded frames, or a message that it has none."""
+    loaded = REGISTRY.load(model or "siamese")
+    frames = REGISTRY.learning_frames(loaded.name)
+    if not frames:
+        return (f"`{loaded.name}` has no recorded learning frames: it was trained before runs recorded them. "
+                "Runs trained now (Train tab or the command line) keep theirs.", None, None, None, gr.update(maximum=1, value=0))
+    shown = frame_outputs(frames, index, loaded.name, replay.sample_images(loaded, frames))
+    last = len(frames) - 1
+    return (replay.knn_story(frames) + "\n\n" + shown[0], *shown[1:],
+            gr.update(maximum=max(1, last), value=min(int(index), last)))
+
+
+def play_step(model: Optional[str], index: float) -> tuple:
+    nxt = int(index) + 1
+    shown = replay_frame(model, nxt)
+    return (nxt, *shown[:4], gr.Timer(active=nxt < shown[4].get("maximum", 0)))
+
+
+@shows_user_errors
+def export_projector(model: Optional[str]) -> list[str]:
+    """The held-out sample's embeddings as TensorBoard Embedding Projector files (vectors, metadata)."""
+    loaded = REGISTRY.load(model or "siamese")
+    return [str(p) for p in replay.projector_files(loaded, OUTPUTS / "projector", REGISTRY.learning_frames(loaded.name))]
+
+
 with gr.Blocks() as tab:
     gr.Markdown("Where an encoder puts the held-out images: the images themselves at their places on a t-SNE map "
                 "(click one), then t-SNE (keeps neighbours) and PCA (keeps the largest directions of variation), "
@@ -54,6 +90,14 @@ with gr.Blocks() as tab:
             place_near = thumbs("Nearest held-out images to yours")
     tsne_plot = gr.Plot(label="t-SNE")
     pca_plot = gr.Plot(label="PCA")
+    gr.Markdown("### How this model learned\nThe frames recorded while it trained: a fixed held-out sample, from the "
+                "untrained encoder to the last epoch.")
+    learn_text, learn_map, learn_panel, learn_picture = frame_view_components("The sample's images at their places (this frame)")
+    learn_slider, learn_play, learn_timer = frame_player("Frame (drag to replay)")
+    with gr.Row():
+        export_btn = gr.Button("Export the held-out sample for TensorBoard's Embedding Projector", scale=2)
+        export_files = gr.File(label="vectors.tsv and metadata.tsv (load both at projector.tensorflow.org)",
+                               file_count="multiple", interactive=False, scale=3)
 
     outputs = [tsne_plot, pca_plot, text, mosaic]
     show_btn.click(embedding_map, model, outputs, api_name="embedding_map")
@@ -61,3 +105,14 @@ with gr.Blocks() as tab:
     mosaic.select(show_point, model, [point_gallery, point_text], api_visibility="private")
     place_image.change(place_on_map, [model, place_image], [tsne_plot, mosaic, place_near, place_text],
                        api_visibility="private", preprocess=False)
+    learn_views = [learn_text, learn_map, learn_panel, learn_picture]
+    replay_outputs = [*learn_views, learn_slider]
+    for trigger in (show_btn.click, model.change):
+        trigger(replay_frame, model, replay_outputs, api_visibility="private")
+    learn_slider.release(replay_frame, [model, learn_slider], replay_outputs, api_visibility="private", show_progress="hidden")
+    learn_play.click(lambda m: (0, *replay_frame(m, 0)[:4], gr.Timer(active=True)), model,
+                     [learn_slider, *learn_views, learn_timer], api_visibility="private")
+    learn_timer.tick(play_step, [model, learn_slider], [learn_slider, *learn_views, learn_timer], api_visibility="private",
+                     show_progress="hidden")
+    export_btn.click(export_projector, model, export_files, api_visibility="private")
+    gr.api(learning_frames, api_name="learning_frames", queue=False)

@@ -12,7 +12,7 @@ from ssl_core.evaluate import METRICS, format_metric
 from ssl_core.jobs import JobSnapshot, format_seconds
 from ssl_core.train import recipe_for
 
-from .common import JOB, REGISTRY
+from .common import JOB, REGISTRY, frame_outputs, frame_player, frame_view_components
 
 DATASET_CHOICES = [("digits (built in, offline)", "digits"), ("CIFAR-10 (downloads 170 MB once)", "cifar10"),
                    ("a folder on this server", "folder"), ("a .zip of your images", "zip")]
@@ -35,7 +35,8 @@ def stop_training() -> str:
 
 def training_status() -> dict:
     """The training job's live state: status, task, dataset, progress fraction, ETA in seconds,
-    per-epoch history with the held-out probe, log, final metrics, checkpoint path and name, error."""
+    per-epoch history with the held-out probe, log, final metrics, checkpoint path and name, error,
+    and `frames`: one per learning frame so far (epoch, step, knn_accuracy, points [x, y, class])."""
     return JOB.snapshot().to_dict()
 
 
@@ -72,12 +73,34 @@ def results_md(s: JobSnapshot) -> str:
     return "**Finished.** " + where + "\n\n" + "\n".join(rows)
 
 
-def poll(seen: int) -> tuple:
+def frame_update(s: JobSnapshot, seen_frames: str) -> tuple:
+    """The newest learning frame, sent only when one arrived since this tab drew (figures are large)."""
+    key = f"{s.started}:{len(s.frames)}"
+    if key == seen_frames or not s.frames:
+        return (gr.skip(),) * 6
+    last = len(s.frames) - 1
+    return (key, *frame_outputs(s.frames, last, f"{s.task} on {s.dataset}"), gr.update(maximum=max(1, last), value=last))
+
+
+def show_frame(index: float) -> tuple:
+    """Replay: frame `index` of the current (or last) run."""
+    s = JOB.snapshot()
+    return frame_outputs(s.frames, int(index), f"{s.task} on {s.dataset}")
+
+
+def play_step(index: float) -> tuple:
+    """A play-timer tick: the next frame; the timer stops at the last one."""
+    n = len(JOB.snapshot().frames)
+    nxt = int(index) + 1
+    return (min(nxt, max(0, n - 1)), *show_frame(nxt), gr.Timer(active=nxt < n - 1))
+
+
+def poll(seen: int, seen_frames: str) -> tuple:
     """Timer tick of every open tab: redraw only when the job's state changed since this tab last saw
     it; a finished run is added to this tab's pickers (their chosen models stay as they are)."""
     s = JOB.snapshot()
     if s.version == seen:
-        return (gr.skip(),) * 11
+        return (gr.skip(),) * 17
     where = f"{s.task} on {s.dataset}" if s.task else "no run yet"
     baseline = {k[: -len("_random_init")]: v for k, v in s.metrics.items() if k.endswith("_random_init") and k.startswith("knn")}
     done = s.status == "finished" and bool(s.model)
@@ -85,7 +108,8 @@ def poll(seen: int) -> tuple:
     return (s.version, f"**{s.status}**" + (f" — {s.describe()}" if s.task else ""), progress_html(s),
             plots.loss_curve(s.loss_steps, s.losses, s.history, f"Training loss · {where}"),
             plots.metric_curve(s.history, f"Held-out probe after each epoch · {s.dataset or '-'} test split", baseline),
-            "\n".join(s.log), results_md(s), gr.update(visible=done, value=f"Use {s.model} in the other tabs"), *pickers)
+            "\n".join(s.log), results_md(s), gr.update(visible=done, value=f"Use {s.model} in the other tabs"),
+            *frame_update(s, seen_frames), *pickers)
 
 
 def use_finished_run() -> tuple:
@@ -143,7 +167,14 @@ with gr.Blocks() as tab:
                 metric_plot = gr.Plot(label="Held-out probe")
             results = gr.Markdown()
             log = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, elem_id="log", interactive=False)
+    gr.Markdown("### Watch it learn\nA fixed held-out sample (up to 100 test images per class) as the model sees it: "
+                "before the first step, after every epoch (and a few times within each epoch for short runs). Colours "
+                "are the true classes, which only the Siamese task trains with; hover a point for its class and test "
+                "image number; the picture below draws the images themselves at their places.")
+    frame_text, frame_map, frame_panel, frame_picture = frame_view_components("The sample's images at their places (this frame)")
+    frame_slider, play_btn, play_timer = frame_player("Frame (drag to replay the run)")
     seen_version = gr.State(-1)
+    seen_frames = gr.State("")
     timer = gr.Timer(1.0)
 
     for trigger in (task.change, dataset.change):
@@ -153,4 +184,11 @@ with gr.Blocks() as tab:
                     api_name="start_training")
     stop_btn.click(stop_training, None, start_msg, api_name="stop_training")
     gr.api(training_status, api_name="training_status", queue=False)
-    job_outputs = [seen_version, job_status, progress, loss_plot, metric_plot, log, results, use_btn]
+    frame_views = [frame_text, frame_map, frame_panel, frame_picture]
+    job_outputs = [seen_version, job_status, progress, loss_plot, metric_plot, log, results, use_btn,
+                   seen_frames, *frame_views, frame_slider]
+    frame_slider.release(show_frame, frame_slider, frame_views, api_visibility="private", show_progress="hidden")
+    play_btn.click(lambda: (0, *show_frame(0), gr.Timer(active=True)), None, [frame_slider, *frame_views, play_timer],
+                   api_visibility="private")
+    play_timer.tick(play_step, frame_slider, [frame_slider, *frame_views, play_timer], api_visibility="private",
+                    show_progress="hidden")

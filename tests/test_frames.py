@@ -1,0 +1,114 @@
+"""Learning frames: recorded by the engine through on_event, saved beside the checkpoint, loaded
+by name, a damaged file refused with a message, and the TensorBoard projector export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssl_core import frames
+from ssl_core.registry import ModelRegistry
+from ssl_core.runs import run_and_save
+from ssl_core.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def siamese_run(tmp_path_factory):
+    """A 3-epoch digits siamese run saved to a checkpoint, with every event it emitted."""
+    events: list = []
+    out = tmp_path_factory.mktemp("runs") / "siamese-digits-frames"
+    result, path = run_and_save(TrainConfig(task="siamese", dataset="digits", epochs=3), out, events.append)
+    return result, path, events
+
+
+def test_a_short_run_emits_frames_from_untrained_to_each_epoch(siamese_run) -> None:
+    result, _, events = siamese_run
+    emitted = [e.metrics["frame"] for e in events if e.kind == "frame"]
+    assert emitted == result.frames and len(emitted) >= 4
+    epochs = [f.epoch for f in emitted]
+    assert epochs[0] == 0 and emitted[0].step == 0 and {1, 2, 3} <= set(epochs)
+    assert any(0 < e < 1 for e in epochs), "a run shorter than 5 epochs gets frames within its epochs"
+    assert epochs == sorted(epochs) and len(set(f.step for f in emitted)) == len(emitted)
+    assert emitted[-1].knn_accuracy > emitted[0].knn_accuracy
+    n = len(emitted[0].sample.rows)
+    assert n == 359  # digits' whole test split is smaller than 100 per class: all of it
+    for f in emitted:
+        assert f.xy.shape == (n, 2) and np.abs(f.xy).max() <= 1.0 and 0 < f.seconds < 30
+        assert f.method in ("pca", "tsne") and f.distances is not None
+        d = f.distances
+        assert len(d["edges"]) == frames.HIST_BINS + 1 and sum(d["same"]) + sum(d["different"]) == frames.HIST_PAIRS
+        assert d["edges"][0] <= d["threshold"] <= d["edges"][-1]
+    api = emitted[-1].to_dict()
+    assert len(api["points"]) == n and api["points"][0][2] == int(emitted[0].sample.labels[0])
+    # Smooth: consecutive frames are aligned, so points move less than between unrelated layouts.
+    moved = np.median(np.linalg.norm(emitted[-1].xy - emitted[-2].xy, axis=1))
+    assert moved < 0.3
+
+
+def test_frames_are_saved_beside_the_checkpoint_and_load_by_name(siamese_run, shipped_checkpoints: Path) -> None:
+    result, path, _ = siamese_run
+    file = path / frames.FRAMES_FILE
+    assert file.is_file() and file.stat().st_size < 1_000_000
+    loaded = frames.load(path)
+    assert [f.to_dict() for f in loaded] == [f.to_dict() for f in result.frames]
+    registry = ModelRegistry(shipped_checkpoints, path.parent)
+    assert [f.to_dict() for f in registry.learning_frames(path.name)] == [f.to_dict() for f in result.frames]
+
+
+def test_a_damaged_frames_file_gives_a_clear_message(siamese_run, tmp_path: Path) -> None:
+    _, path, _ = siamese_run
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    text = (path / frames.FRAMES_FILE).read_text()
+    (broken / frames.FRAMES_FILE).write_text(text[: len(text) // 2])
+    with pytest.raises(frames.FramesError, match="broken/frames.json is damaged and cannot be replayed"):
+        frames.load(broken)
+    body = json.loads(text)
+    body["frames"][1]["x"] = body["frames"][1]["x"][:5]
+    (broken / frames.FRAMES_FILE).write_text(json.dumps(body))
+    with pytest.raises(frames.FramesError, match="5 points for a sample of 359"):
+        frames.load(broken)
+    assert frames.load(tmp_path) == []  # no file: no frames, not an error
+
+
+def test_rotation_frames_hold_the_table_of_turns(digits_split) -> None:
+    import torch
+
+    from ssl_core.data import Split
+    from ssl_core.models import build_model
+
+    torch.manual_seed(0)
+    rec = frames.Recorder("rotation", Split(digits_split.train, digits_split.test), 10, 1, torch.device("cpu"))
+    f = rec.take(build_model("rotation"), 0, 0.0)
+    table = np.asarray(f.confusion)
+    assert table.shape == (4, 4) and (table.sum(axis=1) == len(rec.turns)).all()
+    assert f.distances is None and f.epoch == 0
+
+
+def test_leave_one_out_knn_matches_a_hand_count() -> None:
+    import torch
+
+    emb = torch.tensor([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2], [0.15]])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1])  # the last point sits among class 0: it is the one miss
+    assert frames.leave_one_out_knn(emb, labels, k=3) == pytest.approx(6 / 7)
+
+
+def test_projector_export_for_the_held_out_sample(shipped_checkpoints: Path, tmp_path: Path) -> None:
+    from ssl_core import replay
+
+    registry = ModelRegistry(shipped_checkpoints, tmp_path / "runs")
+    model = registry.load("digits-siamese")
+    vectors, meta = replay.projector_files(model, tmp_path / "out")
+    rows = vectors.read_text().splitlines()
+    lines = meta.read_text().splitlines()
+    assert len(rows) == 359 and all(len(r.split("\t")) == 128 for r in rows)
+    assert lines[0] == "index\tclass" and len(lines) == 360
+    index, name = lines[1].split("\t")
+    from ssl_core.maps import reference
+
+    ref = reference(model)
+    assert name == ref.class_name(int(index))
+    assert np.allclose([float(v) for v in rows[0].split("\t")], ref.embeddings[int(index)].numpy(), rtol=1e-4, atol=1e-5)
