@@ -36,6 +36,20 @@ def all_rotations(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rotated, labels
 
 
+def random_rotations(images: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image in one random quarter-turn, as the seed trains: (B,C,H,W) and labels (B,) in 0..3.
+
+    RotNet's all four turns per image (`all_rotations`) learn more per CPU-second on CIFAR-10
+    (docs/benchmarks.md); this is the seed's recipe, kept for the time-to-accuracy comparison.
+    """
+    labels = torch.randint(0, 4, (images.shape[0],), generator=generator).to(images.device)
+    turned = torch.empty_like(images)
+    for k in range(4):
+        mask = labels == k
+        turned[mask] = rotate_quarter(images[mask], k)
+    return turned, labels
+
+
 def sample_pairs(
     labels: torch.Tensor,
     anchors: torch.Tensor,

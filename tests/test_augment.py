@@ -76,3 +76,15 @@ def test_shift_flip_keeps_content_and_zero_shift_is_identity():
     flipped = shift_flip(x, torch.Generator().manual_seed(0), max_shift=0.0, flip=True)
     for i in range(4):
         assert torch.allclose(flipped[i], x[i], atol=1e-5) or torch.allclose(flipped[i], x[i].flip(-1), atol=1e-5)
+
+
+def test_random_rotations_turn_each_image_by_its_label():
+    from ssl_core.augment import random_rotations, rotate_quarter
+
+    images = torch.arange(6 * 3 * 4 * 4, dtype=torch.float32).view(6, 3, 4, 4)
+    turned, labels = random_rotations(images, torch.Generator().manual_seed(0))
+    assert turned.shape == images.shape and labels.shape == (6,)
+    for i in range(6):
+        assert torch.equal(turned[i], rotate_quarter(images[i], int(labels[i])))
+    _, many = random_rotations(torch.zeros(400, 1, 2, 2), torch.Generator().manual_seed(1))
+    assert set(many.tolist()) == {0, 1, 2, 3}
