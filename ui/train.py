@@ -10,7 +10,7 @@ import gradio as gr
 from ssl_core import TASK_TITLES, TASKS, plots
 from ssl_core.evaluate import METRICS, format_metric
 from ssl_core.jobs import JobSnapshot, format_seconds
-from ssl_core.train import recipe_for
+from ssl_core.recipes import recipe_for
 
 from .common import JOB, REGISTRY
 
@@ -103,7 +103,7 @@ def refresh_pickers() -> tuple:
 
 
 def form_defaults(task: str, dataset: str) -> tuple[int, int, float]:
-    r = recipe_for("digits" if dataset == "digits" else "cifar10", task)
+    r = recipe_for(dataset, task)
     return r["epochs"], r["batch_size"], r["lr"]
 
 
