@@ -18,6 +18,7 @@ from typing import Iterable, Optional
 from .archive import resolve_data_folder, safe_extract_zip
 from .checkpoints import CARD, CheckpointError, make_card, read_card, save_checkpoint
 from .evaluate import PROTOCOL
+from .resume import remove_state
 from .train import EventFn, TrainConfig, TrainResult, train
 
 # Finished runs kept in the runs folder. A public demo trains all day; each run is ~2 MB plus its
@@ -32,10 +33,13 @@ def default_runs_dir() -> Path:
 
 
 def run_and_save(cfg: TrainConfig, out: str | os.PathLike, on_event: Optional[EventFn] = None,
-                 stop_event: Optional[threading.Event] = None) -> tuple[TrainResult, Optional[Path]]:
-    """Train, then write the checkpoint atomically. A stopped run writes nothing (path None), and
-    under torchrun only rank 0 writes (the others get None)."""
-    result = train(cfg, on_event, stop_event)
+                 stop_event: Optional[threading.Event] = None,
+                 resume: Optional[str | os.PathLike] = None) -> tuple[TrainResult, Optional[Path]]:
+    """Train, then write the checkpoint atomically. A stopped run writes no checkpoint (path None)
+    but keeps its last finished epoch in `out/resume` (`result.state`) to continue from with
+    `resume=out`; under torchrun only rank 0 writes (the others get None). The checkpoint replaces
+    the whole `out` folder, its resume state with it."""
+    result = train(cfg, on_event, stop_event, out=out, resume=resume)
     if result.stopped or not result.is_main:
         return result, None
     config = cfg.to_dict()
@@ -43,7 +47,10 @@ def run_and_save(cfg: TrainConfig, out: str | os.PathLike, on_event: Optional[Ev
         config["distributed"] = result.distributed  # effective batch, sharding, SimCLR's negatives
     card = make_card(result.model, config, result.dataset.name, result.dataset.class_names,
                      result.metrics, result.history, result.seconds, result.dataset.source, PROTOCOL)
-    return result, save_checkpoint(out, result.model, card)
+    path = save_checkpoint(out, result.model, card)
+    if resume is not None:
+        remove_state(resume)  # continued from another folder: its state is used up
+    return result, path
 
 
 def dataset_name(cfg: TrainConfig) -> str:
