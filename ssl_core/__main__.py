@@ -76,7 +76,8 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         cfg = TrainConfig(task=args.task, dataset=args.dataset, data_dir=args.data_dir, arch=args.arch, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, seed=args.seed,
-                          device=args.device, precision=args.precision, minutes=args.minutes)
+                          device=args.device, precision=args.precision, minutes=args.minutes,
+                          max_folder_images=None)  # a user's own set: as big as their memory allows
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -91,6 +92,8 @@ def train_command(args: argparse.Namespace) -> int:
             print(e.message, file=sys.stderr)
             bar = tqdm(total=e.total_steps, unit="step", file=sys.stderr, dynamic_ncols=True)
         elif e.kind == "step" and bar is not None:
+            if bar.total != e.total_steps:  # a minutes budget re-fits its length as it goes
+                bar.total = e.total_steps
             bar.set_description(f"epoch {e.epoch}/{e.epochs}")
             bar.set_postfix(loss=f"{e.loss:.4f}", refresh=False)
             bar.update(1)

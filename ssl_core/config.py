@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 from . import TASKS
+from .data import MAX_FOLDER_IMAGES
 from .models import ARCHS
 from .recipes import recipe_for
 
@@ -35,6 +36,8 @@ class TrainConfig:
     temperature: float = 0.5  # NT-Xent temperature (simclr)
     positive_fraction: float = 0.5  # share of same-class pairs (siamese)
     max_train_images: Optional[int] = None  # cap the training split (quick demos on big sets)
+    # Refuse a folder of more images than this (the app's guard against huge uploads); None: no cap (the CLI).
+    max_folder_images: Optional[int] = MAX_FOLDER_IMAGES
     # A wall-clock budget for train() from its first step to its last metric: when set it replaces
     # `epochs` (the schedule is fitted to the steps that fit, the epochs run are then recorded here).
     minutes: Optional[float] = None

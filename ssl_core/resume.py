@@ -69,6 +69,14 @@ def has_state(out: str | os.PathLike) -> bool:
     return (recover(state_folder(out)) / META).is_file()
 
 
+def state_config(out: str | os.PathLike) -> dict:
+    """The config a stopped run's state records (state.json only; load_state verifies the rest)."""
+    config = json.loads((recover(state_folder(out)) / META).read_text()).get("config")
+    if not isinstance(config, dict):
+        raise ResumeError(f"resume state in {out}: {META} has no config.")
+    return config
+
+
 def remove_state(out: str | os.PathLike) -> None:
     shutil.rmtree(state_folder(out), ignore_errors=True)
 

@@ -18,7 +18,7 @@ from typing import Iterable, Optional
 from .archive import resolve_data_folder, safe_extract_zip
 from .checkpoints import CARD, CheckpointError, make_card, read_card, save_checkpoint
 from .evaluate import PROTOCOL
-from .resume import remove_state
+from .resume import has_state, remove_state, state_config
 from .train import EventFn, TrainConfig, TrainResult, train
 
 # Finished runs kept in the runs folder. A public demo trains all day; each run is ~2 MB plus its
@@ -73,10 +73,11 @@ def _whole(x: object) -> object:
 
 def config_from_form(task: str, dataset: str, epochs: object = None, batch_size: object = None, lr: object = None,
                      data_dir: Optional[str] = None, zip_file: Optional[str] = None,
-                     runs_dir: str | os.PathLike = ".") -> TrainConfig:
+                     runs_dir: str | os.PathLike = ".", minutes: object = None) -> TrainConfig:
     """A TrainConfig from the Train form: `dataset` is digits, cifar10 (data_dir: where it is or
     goes), folder (data_dir, confined by archive.resolve_data_folder) or zip (zip_file, extracted
-    safely into runs_dir/uploads). Raises a UserError (or ValueError) with a message to show."""
+    safely into runs_dir/uploads); `minutes`, when given, replaces `epochs`. Raises a UserError
+    (or ValueError) with a message to show."""
     folder: Optional[str] = None
     if dataset == "folder":
         folder = str(resolve_data_folder(data_dir or ""))
@@ -87,8 +88,9 @@ def config_from_form(task: str, dataset: str, epochs: object = None, batch_size:
         dataset = "folder"
     elif dataset == "cifar10":
         folder = data_dir or None
-    return TrainConfig(task=task, dataset=dataset, data_dir=folder, epochs=_whole(epochs), batch_size=_whole(batch_size),
-                       lr=float(lr) if lr else None)
+    budget = float(minutes) if minutes not in (None, "") else None
+    return TrainConfig(task=task, dataset=dataset, data_dir=folder, epochs=None if budget else _whole(epochs),
+                       batch_size=_whole(batch_size), lr=float(lr) if lr else None, minutes=budget)
 
 
 # ----------------------------------------------------------------------------------- housekeeping
@@ -96,7 +98,8 @@ def prune_runs(runs_dir: str | os.PathLike, keep: Iterable[Path] = (), max_runs:
                grace_s: float = UPLOAD_GRACE_S) -> list[Path]:
     """Delete old runs and unneeded uploads from `runs_dir`; returns what was removed.
 
-    Kept: the runs in `keep`, the newest `max_runs` other runs, every extracted
+    Kept: the runs in `keep`, the newest `max_runs` other runs (a stopped run's resumable state
+    counts as a run), every extracted
     zip a kept run was trained on (the app re-reads its held-out images for maps and neighbours),
     and zips extracted in the last `grace_s` seconds. Only folders this module and the app made are
     touched: run folders (with a card.json) directly inside, and `uploads/zip-*`.
@@ -105,8 +108,8 @@ def prune_runs(runs_dir: str | os.PathLike, keep: Iterable[Path] = (), max_runs:
     if not root.is_dir():
         return []
     keep = {Path(p).resolve() for p in keep}
-    runs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and (d / CARD).is_file()),
-                  key=lambda d: d.stat().st_mtime, reverse=True)
+    runs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+                   and ((d / CARD).is_file() or has_state(d))), key=lambda d: d.stat().st_mtime, reverse=True)
     others = [d for d in runs if d.resolve() not in keep]
     removed = others[max(max_runs, 0):]
     kept_runs = [d for d in runs if d not in removed]
@@ -123,8 +126,8 @@ def prune_runs(runs_dir: str | os.PathLike, keep: Iterable[Path] = (), max_runs:
 
 def _card_data_dir(run: Path) -> Optional[Path]:
     try:
-        config = read_card(run).get("config")
-    except (CheckpointError, OSError):
+        config = read_card(run).get("config") if (run / CARD).is_file() else state_config(run)
+    except (CheckpointError, OSError, ValueError):
         return None  # an unreadable card names no data to keep
     value = config.get("data_dir") if isinstance(config, dict) else None
     return Path(value) if isinstance(value, str) and value else None

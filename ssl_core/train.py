@@ -97,7 +97,7 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> Optional[torch.dty
 
 
 def prepare_data(cfg: TrainConfig, progress: Optional[Callable[[str, float], None]] = None) -> tuple[ImageSet, Split]:
-    data = load_dataset(cfg.dataset, cfg.data_dir, progress=progress)
+    data = load_dataset(cfg.dataset, cfg.data_dir, progress=progress, max_images=cfg.max_folder_images)
     parts = split(data, cfg.test_fraction, cfg.seed)
     if cfg.max_train_images and len(parts.train) > cfg.max_train_images:
         keep = torch.randperm(len(parts.train), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.max_train_images]
@@ -332,6 +332,7 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
 def _evaluation_estimate(model: SSLModel, parts: Split) -> float:
     """Seconds the final evaluation will take, from timing the encoder on a few test images."""
     sample = parts.test.images[:256]
+    embed(model, sample, features=True)  # the first call picks kernels for the new shape: slow
     t = time.perf_counter()
     embed(model, sample, features=True)
     forward_s = (time.perf_counter() - t) / max(1, len(sample))
