@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -49,6 +50,21 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
+def stopped_message(result, cfg, argv: list[str]) -> str:  # noqa: ANN001 - TrainResult, TrainConfig: imported lazily
+    """What a stopped run leaves: nothing, or a resumable state and the command that continues it."""
+    done = f"stopped by request after {len(result.history)} of {cfg.epochs} epochs"
+    if cfg.minutes is not None:
+        done = f"stopped by request after {len(result.history)} epochs ({result.seconds / 60:.1f} of {cfg.minutes:g} minutes)"
+    if result.state is None:
+        return f"{done}: no checkpoint written."
+    folder = result.state.parent
+    again = list(argv)
+    if "--resume" in again:  # the same command, resuming from where the state now is
+        del again[again.index("--resume") : again.index("--resume") + 2]
+    command = " ".join(["python -m ssl_core", *map(shlex.quote, again), "--resume", shlex.quote(str(folder))])
+    return f"{done}: resumable state kept in {folder} ({command})"
+
+
 def train_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -60,7 +76,8 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         cfg = TrainConfig(task=args.task, dataset=args.dataset, data_dir=args.data_dir, arch=args.arch, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, seed=args.seed,
-                          device=args.device, precision=args.precision)
+                          device=args.device, precision=args.precision, minutes=args.minutes,
+                          max_folder_images=None)  # a user's own set: as big as their memory allows
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -75,6 +92,8 @@ def train_command(args: argparse.Namespace) -> int:
             print(e.message, file=sys.stderr)
             bar = tqdm(total=e.total_steps, unit="step", file=sys.stderr, dynamic_ncols=True)
         elif e.kind == "step" and bar is not None:
+            if bar.total != e.total_steps:  # a minutes budget re-fits its length as it goes
+                bar.total = e.total_steps
             bar.set_description(f"epoch {e.epoch}/{e.epochs}")
             bar.set_postfix(loss=f"{e.loss:.4f}", refresh=False)
             bar.update(1)
@@ -84,7 +103,7 @@ def train_command(args: argparse.Namespace) -> int:
     rank = f"[rank {os.environ.get('RANK')}] " if distributed.launched_by_torchrun() else ""
     try:
         with stop_on_signals() as stop:
-            result, path = run_and_save(cfg, args.out, on_event, stop)
+            result, path = run_and_save(cfg, args.out, on_event, stop, resume=args.resume)
     except UserError as exc:  # bad data, divergence, a launch that does not fit the machine
         print(f"\n{rank}error: {exc}", file=sys.stderr)
         return 1
@@ -100,8 +119,7 @@ def train_command(args: argparse.Namespace) -> int:
             bar.close()
         distributed.leave()
     if result.stopped:
-        print(f"\n{rank}stopped by request after {len(result.history)} of {cfg.epochs} epochs: no checkpoint written.",
-              file=sys.stderr)
+        print(f"\n{rank}{stopped_message(result, cfg, args.argv)}", file=sys.stderr)
         return 130
     if not result.is_main:
         return 0
@@ -118,7 +136,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     t.add_argument("--dataset", choices=DATASETS, default="digits")
     t.add_argument("--data-dir", help="CIFAR-10 root (cifar-10-batches-py, or train/ and test/ class folders) or the image folder")
     t.add_argument("--arch", choices=sorted(ARCHS), help="encoder (default: simple for digits, convnet for photos)")
-    t.add_argument("--epochs", type=int, help="default: the recipe's for this dataset and task")
+    length = t.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, help="default: the recipe's for this dataset and task")
+    length.add_argument("--minutes", type=float, help="train for this wall-clock budget instead of --epochs (from the "
+                        "first step to the last metric; the schedule is fitted to the steps that fit)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--optimizer", choices=("adam", "sgd"))
@@ -126,7 +147,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     t.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto: bf16 on CUDA and on CPUs with AMX or AVX512-BF16, else fp32")
-    t.add_argument("--out", required=True, help="checkpoint folder to write")
+    t.add_argument("--out", required=True, help="checkpoint folder to write (a stopped run keeps a resumable state "
+                   "in OUT/resume)")
+    t.add_argument("--resume", metavar="DIR", help="continue the stopped run whose --out was DIR (same settings)")
     t.set_defaults(func=train_command)
     try:
         from .bench import add_parser as add_bench
@@ -135,6 +158,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if add_bench is not None:
         add_bench(sub)
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # a stopped run's message repeats the command
     return args.func(args)
 
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from . import cifar_files
 from .data import load_dataset
-from .models import build_model
+from .config import model_for
 from .train import TrainConfig, TrainStep, resolve_device
 
 BENCH_TASKS = ("rotation", "siamese")
@@ -151,7 +151,7 @@ def project_stepper(task: str, images: torch.Tensor, labels: torch.Tensor, devic
     to the seed measures the pipeline, not a different network."""
     cfg = TrainConfig(task=task, dataset="cifar10", arch=arch, batch_size=batch_size, device=device.type, seed=seed)
     torch.manual_seed(seed)
-    model = build_model(task, arch=cfg.arch).to(device).to(memory_format=torch.channels_last)
+    model = model_for(cfg).to(device).to(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(seed)
     images, labels = images.to(device), labels.to(device)
     n, batch = len(images), min(cfg.batch_size, len(images))

@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -66,7 +66,7 @@ def make_card(model: SSLModel, config: dict, dataset: str, class_names: list[str
     }
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -82,31 +82,24 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(path: str | os.PathLike, model: SSLModel, card: dict, extra: Optional[dict[str, str]] = None) -> Path:
-    """Write `path/` atomically; an existing checkpoint there is replaced only once the new one is whole.
-    `extra`: more text files for the folder by name (frames.json), written inside the same swap."""
+def write_folder(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Build a folder with `write(tmp)` beside `path`, then swap it in with renames: a process killed
+    at any point leaves either the previous folder or the new one whole (`recover` finishes a swap
+    killed between its two renames). Checkpoints and the engine's resume states are written so."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = dest.with_name(f".{dest.name}.tmp-{tag}")
     tmp.mkdir()
     try:
-        # safetensors wants plain contiguous CPU tensors (training uses channels_last).
-        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "ssl_core", "task": model.args.task})
-        _fsync(tmp / WEIGHTS)
-        card = dict(card, weights_sha256=_sha256(tmp / WEIGHTS))
-        (tmp / CARD).write_text(json.dumps(card, indent=2, default=float))
-        _fsync(tmp / CARD)
-        for name, text in (extra or {}).items():
-            (tmp / name).write_text(text)
-            _fsync(tmp / name)
-        for f in [tmp / WEIGHTS, tmp / CARD, *(tmp / name for name in extra or {})]:
+        write(tmp)
+        for f in tmp.iterdir():
+            _fsync(f)
             os.chmod(f, 0o644)  # shipped and shared checkpoints must be readable by other users
         os.chmod(tmp, 0o755)
         old = dest.with_name(f".{dest.name}.old-{tag}")
         if dest.exists():
-            os.replace(dest, old)  # from here until the next rename, load_checkpoint recovers `old`
+            os.replace(dest, old)  # from here until the next rename, `recover` restores `old`
         os.replace(tmp, dest)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
@@ -115,7 +108,22 @@ def save_checkpoint(path: str | os.PathLike, model: SSLModel, card: dict, extra:
     return dest
 
 
-def _recover(dest: Path) -> Path:
+def save_checkpoint(path: str | os.PathLike, model: SSLModel, card: dict, extra: Optional[dict[str, str]] = None) -> Path:
+    """Write `path/` atomically; an existing checkpoint there is replaced only once the new one is whole.
+    `extra`: more text files for the folder by name (frames.json), written inside the same swap."""
+
+    def write(tmp: Path) -> None:
+        # safetensors wants plain contiguous CPU tensors (training uses channels_last).
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "ssl_core", "task": model.args.task})
+        (tmp / CARD).write_text(json.dumps(dict(card, weights_sha256=sha256(tmp / WEIGHTS)), indent=2, default=float))
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text)
+
+    return write_folder(path, write)
+
+
+def recover(dest: Path) -> Path:
     """If a save was killed between its two renames, the previous checkpoint sits in `.name.old-*`."""
     if dest.is_dir():
         return dest
@@ -126,7 +134,7 @@ def _recover(dest: Path) -> Path:
 
 
 def read_card(path: str | os.PathLike) -> dict:
-    dest = _recover(Path(path))
+    dest = recover(Path(path))
     card_path = dest / CARD
     if not card_path.is_file():
         raise CheckpointError(f"{dest.name}: no {CARD} found; this is not a checkpoint folder.")
@@ -144,7 +152,7 @@ def read_card(path: str | os.PathLike) -> dict:
     return card
 
 
-def _check_safetensors_header(path: Path) -> None:
+def check_safetensors_header(path: Path) -> None:
     """Refuse anything that is not a safetensors file before a library parses it (a renamed pickle,
     a zip, a truncated download), with a message that says so."""
     with open(path, "rb") as f:
@@ -160,13 +168,13 @@ def _check_safetensors_header(path: Path) -> None:
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
     """Load and verify a checkpoint folder; raises CheckpointError with a readable reason."""
-    dest = _recover(Path(path))
+    dest = recover(Path(path))
     card = read_card(dest)
     weights = dest / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{dest.name}: {WEIGHTS} is missing.")
-    _check_safetensors_header(weights)
-    if _sha256(weights) != card["weights_sha256"]:
+    check_safetensors_header(weights)
+    if sha256(weights) != card["weights_sha256"]:
         raise CheckpointError(f"{dest.name}: {WEIGHTS} does not match its card (altered, truncated or from another run).")
     try:
         state = load_file(str(weights), device="cpu")

@@ -27,11 +27,11 @@ from .images import IMAGE_SUFFIXES, to_model_image, to_model_images
 DIGITS_CLASSES = [str(d) for d in range(10)]
 CIFAR10_CLASSES = cifar_files.CLASSES
 CIFAR10_FOLDER = cifar_files.FOLDER
-# Folder datasets: room for all of CIFAR-10 as image files (60,000); beyond that, decoding keeps a user waiting.
+# The app's cap on a folder (a visitor's upload): room for all of CIFAR-10 as image files (60,000);
+# beyond that, decoding keeps the one shared job busy. The CLI passes None: a user's own big set.
 MAX_FOLDER_IMAGES = 100_000
 TEST_FOLDERS = ("test", "val")  # a folder holding train/ and one of these keeps that split
 DECODE_THREADS = min(4, os.cpu_count() or 1)  # libjpeg and PIL release the GIL while decoding
-
 
 
 @dataclass(frozen=True)
@@ -248,8 +248,10 @@ def split_folders(root: Path) -> Optional[tuple[Path, Path]]:
     return (root / "train", test) if (root / "train").is_dir() and test is not None else None
 
 
-def load_folder(path: str | os.PathLike, progress: Optional[ProgressFn] = None) -> ImageSet:
-    """The user's own images. Class sub-folders give labels; a flat folder is unlabeled.
+def load_folder(path: str | os.PathLike, progress: Optional[ProgressFn] = None,
+                max_images: Optional[int] = MAX_FOLDER_IMAGES) -> ImageSet:
+    """The user's own images, at most `max_images` (None: no cap). Class sub-folders give labels; a
+    flat folder is unlabeled.
 
     A folder with `train/` and `test/` (or `val/`) keeps that split, classes named by the
     sub-folders of `train/`. Files that are not images are skipped; nothing outside `path` is read
@@ -267,14 +269,15 @@ def load_folder(path: str | os.PathLike, progress: Optional[ProgressFn] = None) 
         test_entries, _, _ = _class_entries(parts[1], root, class_names if labeled else [])
         in_test = [False] * len(entries) + [True] * len(test_entries)
         entries += test_entries
-    if len(entries) > MAX_FOLDER_IMAGES:
-        raise DataError(f"{root.name} holds {len(entries):,} images; at most {MAX_FOLDER_IMAGES:,} can be used. "
-                        "Use a smaller selection.")
+    if max_images is not None and len(entries) > max_images:
+        raise DataError(f"{root.name} holds {len(entries):,} images; at most {max_images:,} can be used here. "
+                        "Use a smaller selection (the command line takes larger sets).")
     key = fingerprint(root, [(f.rel, f.stat) for f, _ in entries])
     cached = read_cache(key)
     if cached is not None:
         return cached
-    images = _decode_all([f.path for f, _ in entries], root.name, progress)
+    label = f"{root.name} ({2 * len(entries) * 3072 / 1e9:.1f} GB in memory)"  # tiles + their stack: 2 x N x 3 x 32 x 32
+    images = _decode_all([f.path for f, _ in entries], label, progress)
     ok = [i for i, img in enumerate(images) if img is not None]
     if not ok:
         raise DataError(f"No readable images in {root.name} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
@@ -298,8 +301,7 @@ def load_folder(path: str | os.PathLike, progress: Optional[ProgressFn] = None) 
     return data
 
 
-class ImageFile(NamedTuple):
-    # Plain strings, not Paths: building 60,000 Path objects costs more than listing the files.
+class ImageFile(NamedTuple):  # plain strings, not Paths: 60,000 Path objects cost more than listing the files
     path: str
     rel: str  # relative to the set's root, for the cache key
     stat: os.stat_result  # for the cache key, taken while listing: one system call a file
@@ -360,7 +362,7 @@ def _decode_all(files: list[str], label: str, progress: Optional[ProgressFn]) ->
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
         for i in range(0, len(files), chunk):
             if progress:
-                progress(f"decoding images in {label}: {i:,} of {len(files):,}", i / max(1, len(files)))
+                progress(f"decoding {len(files):,} images in {label}: {i:,} done", i / max(1, len(files)))
             part = files[i : i + chunk]
             for decoded in pool.map(to_model_images, [part[j : j + piece] for j in range(0, len(part), piece)]):
                 out += decoded
@@ -372,13 +374,9 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("SSL_DATA_DIR", Path.home() / ".cache" / "ssl_playground"))
 
 
-def load_dataset(
-    name: str,
-    data_dir: Optional[str | os.PathLike] = None,
-    progress: Optional[ProgressFn] = None,
-    verify: bool = True,
-) -> ImageSet:
-    """Load `digits`, `cifar10` (from/into `data_dir`) or `folder` (`data_dir` is the folder)."""
+def load_dataset(name: str, data_dir: Optional[str | os.PathLike] = None, progress: Optional[ProgressFn] = None,
+                 verify: bool = True, max_images: Optional[int] = MAX_FOLDER_IMAGES) -> ImageSet:
+    """Load `digits`, `cifar10` (from/into `data_dir`) or `folder` (`data_dir`, at most `max_images`)."""
     if name == "digits":
         return _digits_cached()
     if name == "cifar10":
@@ -386,7 +384,7 @@ def load_dataset(
     if name == "folder":
         if not data_dir:
             raise DataError("The 'folder' dataset needs a folder of images (--data-dir).")
-        return load_folder(data_dir, progress=progress)
+        return load_folder(data_dir, progress=progress, max_images=max_images)
     raise DataError(f"Unknown dataset '{name}'; choose digits, cifar10 or folder.")
 
 

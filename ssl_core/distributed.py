@@ -127,10 +127,8 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
         ctx.rows = len(x)
-        return torch.cat(parts)
+        return gather(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
@@ -144,6 +142,13 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Every process's rows of `x` (the same number each), in rank order, differentiable: SimCLR's
     NT-Xent then sees the negatives of the whole batch, not only this process's share."""
     return _GatherWithGrad.apply(x)
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """Every process's rows of `x` (the same number each), in rank order; no gradient (labels)."""
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
 
 
 def describe(group: Group, batch_size: int, task: str) -> dict:

@@ -170,6 +170,31 @@ def pair_metrics(train_emb: torch.Tensor, train_labels: torch.Tensor, test_emb: 
     }
 
 
+QUICK_PROBE_IMAGES = 2000  # per-epoch curves use at most this many images; the final evaluation uses all
+
+
+def quick_probe(model: SSLModel, train: ImageSet, test: ImageSet, seed: int) -> dict:
+    """A quick held-out number for the live curve (and the time-to-accuracy benchmark), on at most
+    QUICK_PROBE_IMAGES drawn images: rotation accuracy, or kNN accuracy and pair ROC-AUC of the embedding."""
+    test, train = _at_most(test, seed), _at_most(train, seed)
+    if model.args.task == "rotation":
+        return {"rotation_accuracy": rotation_accuracy(model, test.images)}
+    if not train.labeled:
+        return {}
+    test_emb = embed(model, test.images)
+    out = {"knn_accuracy": knn_accuracy(embed(model, train.images), train.labels, test_emb, test.labels)}
+    if model.args.task in ("siamese", "simclr"):
+        a, b, same = fixed_pairs(test.labels, seed=seed)
+        out["pair_auc"] = float(roc_auc_score(same.numpy(), -pair_distances(test_emb, a, b)))
+    return out
+
+
+def _at_most(images: ImageSet, seed: int, n: int = QUICK_PROBE_IMAGES) -> ImageSet:
+    if len(images) <= n:
+        return images
+    return images.subset(torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n])
+
+
 def evaluate(model: SSLModel, train: ImageSet, test: ImageSet, baseline: Optional[SSLModel] = None) -> dict:
     """All held-out metrics that apply to this model's task and data (labels needed for the probes).
 

@@ -162,7 +162,7 @@ class Recorder:
     """Takes a run's frames. Built once from the held-out split; `due(step)` says when, `take`
     records one. Only the run's rank 0 records (ssl_core/train.py)."""
 
-    def __init__(self, task: str, parts: Split, steps_per_epoch: int, epochs: int, device: torch.device,
+    def __init__(self, task: str, parts: Split, steps_per_epoch: int, device: torch.device,
                  seed: int = 0, amp: Optional[torch.dtype] = None) -> None:
         test, train = parts.test, parts.train
         self.device, self.amp = device, amp  # frames run at the training step's precision: bf16 halves their cost
@@ -172,9 +172,8 @@ class Recorder:
                              tuple(test.class_names), test.name, test.images[rows])
         self.images, self.labels = test.images[rows].to(device), labels
         self.steps_per_epoch = steps_per_epoch
-        per_epoch = FRAMES_PER_SHORT_EPOCH if epochs < SHORT_RUN_EPOCHS else 1
-        self.due_steps = {(e - 1) * steps_per_epoch + max(1, round(steps_per_epoch * j / per_epoch))
-                          for e in range(1, epochs + 1) for j in range(1, per_epoch + 1)} | {0}
+        # Steps into an epoch where a short run takes its within-epoch frames (the epoch's end is the engine's call).
+        self.within = {max(1, round(steps_per_epoch * j / FRAMES_PER_SHORT_EPOCH)) for j in range(1, FRAMES_PER_SHORT_EPOCH)}
         self.turns = self.images[:: max(1, len(rows) // ROTATION_IMAGES)] if task == "rotation" else None
         self.pairs = None
         if task != "rotation" and labels is not None and train.labeled and len(torch.unique(labels)) > 1:
@@ -186,8 +185,19 @@ class Recorder:
         self._tsne_start: Optional[np.ndarray] = None  # t-SNE's own (unboxed) positions of the last frame
         self._tsne_trial = 0.0  # what a t-SNE layout cost on the untrained frame
 
-    def due(self, step: int) -> bool:
-        return step in self.due_steps and not any(f.step == step for f in self.frames)
+    def due(self, step: int, epochs: int) -> bool:
+        """Whether a frame is due at `step` of a run planned for `epochs` (a minutes budget re-plans):
+        before the first step, and within the epochs of a run shorter than SHORT_RUN_EPOCHS."""
+        if self.frames and self.frames[-1].step == step:
+            return False
+        return step == 0 or (epochs < SHORT_RUN_EPOCHS and step % self.steps_per_epoch in self.within)
+
+    def restore(self, text: str) -> None:
+        """Continue a resumed run's frames (`to_json` of them, from its resume state)."""
+        if text:
+            self.frames = from_json(text, "the resume state's frames")
+            self.method = self.frames[-1].method
+            self._tsne_start = self.frames[-1].xy.astype(np.float64) * TSNE_INIT_STD / (np.std(self.frames[-1].xy[:, 0]) or 1.0)
 
     @torch.no_grad()
     def take(self, model: SSLModel, step: int, elapsed: float) -> Frame:
@@ -275,7 +285,16 @@ def load(folder: str | os.PathLike) -> list[Frame]:
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise ValueError("too large")
-        body = json.loads(path.read_text())
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise FramesError(f"{name} is damaged and cannot be replayed ({exc}); the model itself still works.") from exc
+    return from_json(text, name)
+
+
+def from_json(text: str, name: str = FRAMES_FILE) -> list[Frame]:
+    """Frames from `to_json`'s text; raises FramesError naming `name` when it is damaged."""
+    try:
+        body = json.loads(text)
         if body.get("format") != FORMAT:
             raise ValueError(f"format {body.get('format')!r}, expected {FORMAT}")
         q = float(body["quant"])

@@ -18,6 +18,8 @@ from typing import Optional
 
 from .errors import UserError
 from .registry import ModelRegistry
+from .cost import cap_for_space, space_max_minutes
+from .resume import has_state, load_state
 from .runs import config_from_form, dataset_name, prune_runs, remove_upload, run_and_save, run_name
 from .train import Event, TrainConfig
 
@@ -54,6 +56,7 @@ class JobSnapshot:
     metrics: dict = field(default_factory=dict)  # final held-out metrics, incl. the random-init baseline
     checkpoint: str = ""  # where the finished model was saved
     model: str = ""  # its name among the models on offer (the run folder's name)
+    resumable: str = ""  # a stopped run whose finished epochs are kept: start_training(resume=<this>) continues it
     error: str = ""
     frames: list = field(default_factory=list)  # frames.Frame so far (immutable: copies share them)
 
@@ -110,25 +113,40 @@ class TrainingJob:
 
     def start_from_form(self, task: str, dataset: str, epochs: object = None, batch_size: object = None,
                         lr: object = None, data_dir: Optional[str] = None, zip_file: Optional[str] = None,
-                        who: str = "someone") -> str:
+                        who: str = "someone", minutes: object = None, resume: Optional[str] = None) -> str:
         """The Train form's start button: refused while a run is active (naming it), else the form
-        values become a config (a zip is extracted into runs_dir/uploads) and the run starts.
-        Returns the message for the user; problems with the values start with "Not started:"."""
+        values become a config (a zip is extracted into runs_dir/uploads) and the run starts; with
+        `minutes` it trains for that budget instead of `epochs`. `resume` names a stopped run (its
+        folder in runs_dir), continued with its own settings. On a public Space a run is capped at
+        cost.space_max_minutes(). Returns the message for the user; problems start with "Not started:"."""
         snap = self.snapshot()
         if snap.running:
             return self._refusal(snap)
         try:
-            cfg = config_from_form(task, dataset, epochs, batch_size, lr, data_dir, zip_file, self.runs_dir)
+            if resume:
+                cfg = self._stopped_config(resume)
+                note = ""
+            else:
+                cfg = config_from_form(task, dataset, epochs, batch_size, lr, data_dir, zip_file, self.runs_dir, minutes)
+                note = cap_for_space(cfg, space_max_minutes())
         except (UserError, ValueError) as exc:
             return f"Not started: {exc}"
-        return self.start(cfg, who)[1]
+        return self.start(cfg, who, resume=resume or None)[1] + note
+
+    def _stopped_config(self, name: str) -> TrainConfig:
+        """The settings of the stopped run `name` (a folder directly in runs_dir holding a resume state)."""
+        folder = self.runs_dir / name
+        if Path(name).name != name or name.startswith(".") or not has_state(folder):
+            raise ValueError(f"{name!r} is not a stopped run that can be resumed here.")
+        return TrainConfig.from_dict(load_state(folder).config)
 
     @staticmethod
     def _refusal(snap: JobSnapshot) -> str:
         return f"Not started: {snap.describe()} is already training. Stop it first, or wait for it to finish."
 
-    def start(self, cfg: TrainConfig, who: str = "someone") -> tuple[bool, str]:
-        """Start training in the background. Returns (started, message for the user)."""
+    def start(self, cfg: TrainConfig, who: str = "someone", resume: Optional[str] = None) -> tuple[bool, str]:
+        """Start training in the background; `resume` names a stopped run in runs_dir to continue
+        (into the same folder). Returns (started, message for the user)."""
         with self._lock:
             if self._state.running:
                 return False, self._refusal(self._state)
@@ -137,10 +155,14 @@ class TrainingJob:
             self._pending = []
             self._state = JobSnapshot(status="loading", version=self._state.version + 1, task=cfg.task, dataset=dataset,
                                       who=who, config=cfg.to_dict(), started=time.time(), epochs=int(cfg.epochs))
-            self._log_locked(f"{cfg.task} on {dataset}: {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g} (started by {who})")
-            self._thread = threading.Thread(target=self._run, args=(cfg, self._stop), name="ssl-training", daemon=True)
+            length = f"{cfg.epochs} epochs" if cfg.minutes is None else f"{cfg.minutes:g} minutes"
+            again = f", resuming {resume}" if resume else ""
+            self._log_locked(f"{cfg.task} on {dataset}: {length}, batch {cfg.batch_size}, lr {cfg.lr:g}{again} (started by {who})")
+            out = self.runs_dir / (resume or run_name(cfg))
+            self._thread = threading.Thread(target=self._run, args=(cfg, self._stop, out, resume), name="ssl-training",
+                                            daemon=True)
             self._thread.start()
-        return True, f"Started {cfg.task} on {dataset} for {cfg.epochs} epochs."
+        return True, f"{'Resumed' if resume else 'Started'} {cfg.task} on {dataset} for {length}."
 
     def stop(self, wait: float = 2.0) -> str:
         """Ask the run to end before its next step; waits up to `wait` seconds for it to do so."""
@@ -156,7 +178,7 @@ class TrainingJob:
         snap = self.snapshot()
         if snap.running:
             return "Stopping: the run ends after its current step (data loading and the final evaluation cannot be interrupted)."
-        return f"Stopped {snap.task} on {snap.dataset} at epoch {snap.epoch}/{snap.epochs}; the previous model is kept."
+        return snap.log[-1].split("] ", 1)[-1] if snap.status == "stopped" else f"Stopped {snap.task} on {snap.dataset}."
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the current run (if any) ends; True if it has ended."""
@@ -166,11 +188,17 @@ class TrainingJob:
         return not self.snapshot().running
 
     # ------------------------------------------------------------------ thread
-    def _run(self, cfg: TrainConfig, stop: threading.Event) -> None:
+    def _run(self, cfg: TrainConfig, stop: threading.Event, out: Path, resume: Optional[str]) -> None:
         try:
-            result, path = run_and_save(cfg, self.runs_dir / run_name(cfg), self._on_event, stop)
+            result, path = run_and_save(cfg, out, self._on_event, stop, resume=out if resume else None)
             if path is None:
-                self._finish("stopped", f"Stopped at epoch {self._state.epoch}/{self._state.epochs}; the previous model is kept.")
+                kept = ""
+                if result.state is not None:
+                    with self._lock:
+                        self._state.resumable = out.name
+                    kept = (f" The {len(result.history)} finished epochs are kept: start_training(..., "
+                            f"resume=\"{out.name}\") continues the run.")
+                self._finish("stopped", f"Stopped at epoch {self._state.epoch}/{self._state.epochs}; the previous model is kept.{kept}")
                 return
             with self._lock:
                 self._state.metrics = copy.deepcopy(result.metrics)
@@ -187,7 +215,7 @@ class TrainingJob:
             # A start accepted from here on is not swept away: its zip is younger than the grace
             # period, and its checkpoint is written under a hidden temp name prune_runs skips.
             with self._lock:
-                finished = self._state.status == "finished"
+                finished = self._state.status == "finished" or bool(self._state.resumable)  # its data are still needed
             if not finished and cfg.data_dir:
                 remove_upload(self.runs_dir, Path(cfg.data_dir))  # nothing saved needs this run's zip
             try:

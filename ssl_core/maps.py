@@ -27,7 +27,7 @@ from safetensors import safe_open
 
 from . import TASK_TITLES, plots, projection
 from .checkpoints import Checkpoint
-from .data import DataError, ImageSet, load_dataset, load_folder, split
+from .data import DataError, ImageSet, default_data_dir, load_dataset, load_folder, split
 from .evaluate import embed, format_metric
 from .images import ImageSource, to_pil
 from .inference import embed_image, model_input, random_init_model
@@ -82,10 +82,9 @@ def _sample() -> ImageSet:
 
 
 def _cifar10_test(data_dir: Optional[str]) -> Optional[ImageSet]:
-    """CIFAR-10's 10,000 test images from the card's folder when they are there, else None."""
-    if not data_dir:
-        return None
-    root = Path(data_dir)
+    """CIFAR-10's 10,000 test images from the card's folder (else where the app downloads CIFAR-10)
+    when they are there, else None."""
+    root = Path(data_dir) if data_dir else default_data_dir()
     if (root / "test").is_dir():
         return load_folder(root / "test")
     if (root / "cifar-10-batches-py" / "test_batch").is_file():

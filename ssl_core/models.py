@@ -157,7 +157,7 @@ DEFAULT_WIDTH = {"simple": 32, "convnet": 24, "resnet18": 64}  # convnet at 24 c
 DEFAULT_FEATURES = {"simple": 128, "convnet": 128, "resnet18": 512}  # ResNet-18's pooled channels, as published
 
 
-def build_model(task: str, arch: str = "simple", **overrides: int) -> SSLModel:
+def build_model(task: str, arch: str = "simple", **overrides: int | str | bool) -> SSLModel:
     out_dim = 4 if task == "rotation" else 128
     overrides.setdefault("width", DEFAULT_WIDTH.get(arch, 32))
     overrides.setdefault("feature_dim", DEFAULT_FEATURES.get(arch, 128))

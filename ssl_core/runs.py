@@ -19,6 +19,7 @@ from .archive import resolve_data_folder, safe_extract_zip
 from .checkpoints import CARD, CheckpointError, make_card, read_card, save_checkpoint
 from .evaluate import PROTOCOL
 from .frames import FRAMES_FILE, to_json
+from .resume import has_state, remove_state, state_config
 from .train import EventFn, TrainConfig, TrainResult, train
 
 # Finished runs kept in the runs folder. A public demo trains all day; each run is ~2 MB plus its
@@ -33,19 +34,28 @@ def default_runs_dir() -> Path:
 
 
 def run_and_save(cfg: TrainConfig, out: str | os.PathLike, on_event: Optional[EventFn] = None,
-                 stop_event: Optional[threading.Event] = None) -> tuple[TrainResult, Optional[Path]]:
-    """Train, then write the checkpoint atomically. A stopped run writes nothing (path None), and
-    under torchrun only rank 0 writes (the others get None)."""
-    result = train(cfg, on_event, stop_event)
+                 stop_event: Optional[threading.Event] = None,
+                 resume: Optional[str | os.PathLike] = None) -> tuple[TrainResult, Optional[Path]]:
+    """Train, then write the checkpoint atomically. A stopped run writes no checkpoint (path None)
+    but keeps its last finished epoch in `out/resume` (`result.state`) to continue from with
+    `resume=out`; under torchrun only rank 0 writes (the others get None). The checkpoint replaces
+    the whole `out` folder, its resume state with it."""
+    result = train(cfg, on_event, stop_event, out=out, resume=resume)
     if result.stopped or not result.is_main:
         return result, None
     config = cfg.to_dict()
     if result.distributed:
         config["distributed"] = result.distributed  # effective batch, sharding, SimCLR's negatives
+    if cfg.dataset == "cifar10":
+        config["data_dir"] = None  # a path of the training machine; the card names the data by dataset_source
     card = make_card(result.model, config, result.dataset.name, result.dataset.class_names,
                      result.metrics, result.history, result.seconds, result.dataset.source, PROTOCOL)
+    card["machine"] = result.machine
     extra = {FRAMES_FILE: to_json(result.frames)} if result.frames else {}  # beside the weights, in the same swap
-    return result, save_checkpoint(out, result.model, card, extra)
+    path = save_checkpoint(out, result.model, card, extra)
+    if resume is not None:
+        remove_state(resume)  # continued from another folder: its state is used up
+    return result, path
 
 
 def dataset_name(cfg: TrainConfig) -> str:
@@ -68,10 +78,11 @@ def _whole(x: object) -> object:
 
 def config_from_form(task: str, dataset: str, epochs: object = None, batch_size: object = None, lr: object = None,
                      data_dir: Optional[str] = None, zip_file: Optional[str] = None,
-                     runs_dir: str | os.PathLike = ".") -> TrainConfig:
+                     runs_dir: str | os.PathLike = ".", minutes: object = None) -> TrainConfig:
     """A TrainConfig from the Train form: `dataset` is digits, cifar10 (data_dir: where it is or
     goes), folder (data_dir, confined by archive.resolve_data_folder) or zip (zip_file, extracted
-    safely into runs_dir/uploads). Raises a UserError (or ValueError) with a message to show."""
+    safely into runs_dir/uploads); `minutes`, when given, replaces `epochs`. Raises a UserError
+    (or ValueError) with a message to show."""
     folder: Optional[str] = None
     if dataset == "folder":
         folder = str(resolve_data_folder(data_dir or ""))
@@ -82,8 +93,9 @@ def config_from_form(task: str, dataset: str, epochs: object = None, batch_size:
         dataset = "folder"
     elif dataset == "cifar10":
         folder = data_dir or None
-    return TrainConfig(task=task, dataset=dataset, data_dir=folder, epochs=_whole(epochs), batch_size=_whole(batch_size),
-                       lr=float(lr) if lr else None)
+    budget = float(minutes) if minutes not in (None, "") else None
+    return TrainConfig(task=task, dataset=dataset, data_dir=folder, epochs=None if budget else _whole(epochs),
+                       batch_size=_whole(batch_size), lr=float(lr) if lr else None, minutes=budget)
 
 
 # ----------------------------------------------------------------------------------- housekeeping
@@ -91,7 +103,8 @@ def prune_runs(runs_dir: str | os.PathLike, keep: Iterable[Path] = (), max_runs:
                grace_s: float = UPLOAD_GRACE_S) -> list[Path]:
     """Delete old runs and unneeded uploads from `runs_dir`; returns what was removed.
 
-    Kept: the runs in `keep`, the newest `max_runs` other runs, every extracted
+    Kept: the runs in `keep`, the newest `max_runs` other runs (a stopped run's resumable state
+    counts as a run), every extracted
     zip a kept run was trained on (the app re-reads its held-out images for maps and neighbours),
     and zips extracted in the last `grace_s` seconds. Only folders this module and the app made are
     touched: run folders (with a card.json) directly inside, and `uploads/zip-*`.
@@ -100,8 +113,8 @@ def prune_runs(runs_dir: str | os.PathLike, keep: Iterable[Path] = (), max_runs:
     if not root.is_dir():
         return []
     keep = {Path(p).resolve() for p in keep}
-    runs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and (d / CARD).is_file()),
-                  key=lambda d: d.stat().st_mtime, reverse=True)
+    runs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+                   and ((d / CARD).is_file() or has_state(d))), key=lambda d: d.stat().st_mtime, reverse=True)
     others = [d for d in runs if d.resolve() not in keep]
     removed = others[max(max_runs, 0):]
     kept_runs = [d for d in runs if d not in removed]
@@ -118,8 +131,8 @@ def prune_runs(runs_dir: str | os.PathLike, keep: Iterable[Path] = (), max_runs:
 
 def _card_data_dir(run: Path) -> Optional[Path]:
     try:
-        config = read_card(run).get("config")
-    except (CheckpointError, OSError):
+        config = read_card(run).get("config") if (run / CARD).is_file() else state_config(run)
+    except (CheckpointError, OSError, ValueError):
         return None  # an unreadable card names no data to keep
     value = config.get("data_dir") if isinstance(config, dict) else None
     return Path(value) if isinstance(value, str) and value else None

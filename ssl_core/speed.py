@@ -16,6 +16,28 @@ def cpu_has_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
+def machine(device: torch.device, precision: str) -> dict:
+    """What a run ran on, for its card: a time or a speed means little without the hardware."""
+    out = {"device": device.type, "precision": precision, "threads": torch.get_num_threads(), "cpu": cpu_model()}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name as lscpu shows it ("Intel(R) Xeon(R) Processor", "AMD EPYC 9B14"), or ''."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor()
+
+
 _ALLOCATOR_TUNED = False
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 KEEP_FREED_BYTES = 512 << 20  # freed heap kept for reuse by the next step, at most

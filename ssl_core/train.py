@@ -8,122 +8,27 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-from . import TASKS, distributed, frames
-from .augment import all_rotations, normalize, sample_pairs, shift_flip, simclr_views
+from . import distributed, frames
+from .augment import all_rotations, normalize, random_rotations, sample_pairs, shift_flip, simclr_views
 from .data import ImageSet, Split, load_dataset, split
 from .errors import UserError
-from .evaluate import embed, evaluate, knn_accuracy, rotation_accuracy
+from .config import TrainConfig, model_for
+from .evaluate import embed, evaluate, quick_probe
 from .losses import contrastive_loss, nt_xent_loss
-from .models import ARCHS, SSLModel, build_model
-from .speed import cpu_has_bf16, reuse_freed_memory
-
-EPOCH_EVAL_IMAGES = 2000  # per-epoch curves use at most this many images; the final eval uses all
-
-# Recipes: the defaults for each kind of data and task, filled into every TrainConfig field left
-# None and so written on the card. "digits" (8x8 ink drawings) was tuned to meet its floors within
-# a minute; "photos" (CIFAR-10 and users' folders) follows RotNet and SimCLR for 32x32 photos, with
-# epochs sized to about 30 minutes on 2 CPU cores (docs/benchmarks.md).
-RECIPES: dict[str, dict[str, dict]] = {
-    "digits": {
-        "rotation": dict(arch="simple", epochs=20, batch_size=32, lr=1e-3, optimizer="adam", weight_decay=0.0,
-                         warmup=0.0, max_shift=0.06, flip=False, crop_min_scale=0.35),
-        "siamese": dict(arch="simple", epochs=12, batch_size=128, lr=1e-3, optimizer="adam", weight_decay=0.0,
-                        warmup=0.0, max_shift=0.0, flip=False, crop_min_scale=0.35),
-        "simclr": dict(arch="simple", epochs=20, batch_size=256, lr=2e-3, optimizer="adam", weight_decay=0.0,
-                       warmup=0.0, max_shift=0.0, flip=False, crop_min_scale=0.35),
-    },
-    "photos": {
-        "rotation": dict(arch="convnet", epochs=9, batch_size=128, lr=4e-3, optimizer="adam", weight_decay=5e-5,
-                         warmup=0.05, max_shift=0.0625, flip=True, crop_min_scale=0.2),
-        "siamese": dict(arch="convnet", epochs=10, batch_size=256, lr=4e-3, optimizer="adam", weight_decay=5e-5,
-                        warmup=0.05, max_shift=0.125, flip=True, crop_min_scale=0.2),
-        "simclr": dict(arch="convnet", epochs=12, batch_size=256, lr=4e-3, optimizer="adam", weight_decay=5e-5,
-                       warmup=0.05, max_shift=0.0, flip=True, crop_min_scale=0.2),
-    },
-}
-
-
-def recipe_for(dataset: str, task: str) -> dict:
-    return dict(RECIPES["digits" if dataset == "digits" else "photos"][task])
-
-
-@dataclass
-class TrainConfig:
-    task: str = "rotation"  # rotation | siamese | simclr
-    dataset: str = "digits"  # digits | cifar10 | folder
-    data_dir: Optional[str] = None  # CIFAR-10 root or the image folder
-    arch: Optional[str] = None  # encoder, one of models.ARCHS; None (like every None below) = the recipe's
-    epochs: Optional[int] = None  # passes over the training split
-    batch_size: Optional[int] = None  # source images per step (rotation sees 4x as many rotated)
-    lr: Optional[float] = None  # peak learning rate
-    optimizer: Optional[str] = None  # adam (AdamW) | sgd (momentum 0.9, Nesterov)
-    weight_decay: Optional[float] = None  # decoupled (AdamW) for adam, L2 for sgd; 0 for digits
-    warmup: Optional[float] = None  # share of steps with a linear warm-up before the cosine decay
-    max_shift: Optional[float] = None  # random shift, as a fraction of the side (rotation inputs, siamese pairs)
-    flip: Optional[bool] = None  # random left-right flips: on for photos, off for digits (a mirrored 2 is no 2)
-    crop_min_scale: Optional[float] = None  # smallest area share of a SimCLR random resized crop
-    seed: int = 0  # model init, split, shuffling and augmentation: same seed, same run on the CPU
-    device: str = "auto"  # auto picks CUDA when present
-    precision: str = "auto"  # auto | fp32 | bf16: auto = bf16 on CUDA and on CPUs with bf16 units (AMX, AVX512-BF16)
-    test_fraction: float = 0.2  # held out when the data set has no test split of its own
-    margin: float = 1.0  # contrastive loss margin (siamese)
-    temperature: float = 0.5  # NT-Xent temperature (simclr)
-    positive_fraction: float = 0.5  # share of same-class pairs (siamese)
-    max_train_images: Optional[int] = None  # cap the training split (quick demos on big sets)
-    # Set by the engine under torchrun (ssl_core/distributed.py), recorded on the card: the number of
-    # processes that shared each step, and how they talked (gloo on CPUs, nccl on GPUs).
-    world_size: int = 1
-    backend: str = "none"
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {', '.join(TASKS)}; got {self.task!r}")
-        for name, value in recipe_for(self.dataset, self.task).items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        validate(self)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-LIMITS = {"epochs": (1, 500), "batch_size": (2, 4096), "lr": (1e-6, 1.0)}
-
-
-def validate(cfg: TrainConfig) -> None:
-    """Range checks with messages a user can act on (the app shows them as they are)."""
-    for name, (lo, hi) in LIMITS.items():
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi) or (
-            isinstance(value, float) and math.isnan(value)
-        ):
-            raise ValueError(f"{name} must be between {lo:g} and {hi:g}; got {value!r}")
-    # A slider or a JSON client can send 2.5; range() and slicing would fail later, inside the thread.
-    for name in ("epochs", "batch_size"):
-        if int(getattr(cfg, name)) != getattr(cfg, name):
-            raise ValueError(f"{name} must be a whole number; got {getattr(cfg, name)!r}")
-        setattr(cfg, name, int(getattr(cfg, name)))
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise ValueError("device must be auto, cpu or cuda")
-    if cfg.precision not in ("auto", "fp32", "bf16"):
-        raise ValueError("precision must be auto, fp32 or bf16")
-    if cfg.arch not in ARCHS:
-        raise ValueError(f"arch must be one of {', '.join(ARCHS)}; got {cfg.arch!r}")
-    if cfg.optimizer not in ("adam", "sgd"):
-        raise ValueError(f"optimizer must be adam or sgd; got {cfg.optimizer!r}")
+from .models import SSLModel
+from .resume import TrainState, check_matches, load_state, restore, rng_states, save_state, state_folder
+from .schedule import Schedule, TimeBudget, evaluation_seconds
+from .speed import cpu_has_bf16, machine, reuse_freed_memory
 
 
 @dataclass
@@ -171,7 +76,9 @@ class TrainResult:
     stopped: bool = False
     is_main: bool = True  # False on the ranks > 0 of a torchrun launch: they neither evaluate nor save
     distributed: dict = field(default_factory=dict)  # distributed.describe() of a multi-process run
+    state: Optional[Path] = None  # a stopped run's resumable state (the last finished epoch), if any
     frames: list = field(default_factory=list)  # frames.Frame: the held-out sample as training went
+    machine: dict = field(default_factory=dict)  # speed.machine(): device, CPU model, precision, threads
 
 
 def resolve_device(name: str) -> torch.device:
@@ -192,7 +99,7 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> Optional[torch.dty
 
 
 def prepare_data(cfg: TrainConfig, progress: Optional[Callable[[str, float], None]] = None) -> tuple[ImageSet, Split]:
-    data = load_dataset(cfg.dataset, cfg.data_dir, progress=progress)
+    data = load_dataset(cfg.dataset, cfg.data_dir, progress=progress, max_images=cfg.max_folder_images)
     parts = split(data, cfg.test_fraction, cfg.seed)
     if cfg.max_train_images and len(parts.train) > cfg.max_train_images:
         keep = torch.randperm(len(parts.train), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.max_train_images]
@@ -223,17 +130,20 @@ class TrainStep:
         self.device = images.device
         self.amp = autocast_dtype(cfg, self.device)
         self.optimizer = make_optimizer(cfg, model)
-        warm = int(cfg.warmup * total_steps)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warm, total_steps))
+        self.plan = Schedule.make(cfg.warmup, total_steps)  # a minutes budget re-fits its end as it goes
+        factor = (lambda s: 1.0) if cfg.schedule == "constant" else (lambda s: self.plan.factor(s))
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.steps = 0
 
     def loss(self, idx: torch.Tensor) -> torch.Tensor:
         """The task's loss on the source images `idx` (forward only)."""
         cfg, x = self.cfg, self.images[idx]
         if cfg.task == "rotation":
-            rotated, targets = all_rotations(shift_flip(normalize(x), self.gen, cfg.max_shift, cfg.flip))
-            return F.cross_entropy(self.model(rotated.contiguous(memory_format=torch.channels_last)), targets)
-        if cfg.task == "siamese":
+            shifted = shift_flip(normalize(x), self.gen, cfg.max_shift, cfg.flip)
+            rotated, targets = all_rotations(shifted) if cfg.turns == 4 else random_rotations(shifted, self.gen)
+            logits = self.model(rotated.contiguous(memory_format=torch.channels_last))
+            return F.cross_entropy(logits, targets, label_smoothing=cfg.label_smoothing)
+        if cfg.task == "siamese" and cfg.pair_loss == "hadsell":
             partners, same = sample_pairs(self.labels, idx, cfg.positive_fraction, self.gen)
             pairs = normalize(torch.cat([x, self.images[partners]]))
             if cfg.max_shift > 0 or cfg.flip:
@@ -244,9 +154,12 @@ class TrainStep:
         views = [simclr_views(unit, self.gen, scale=(cfg.crop_min_scale, 1.0), flip=cfg.flip) for _ in range(2)]
         z = self.model(torch.cat(views).sub_(0.5).div_(0.5).contiguous(memory_format=torch.channels_last)).float()
         z1, z2 = z.chunk(2)
+        # Siamese (SupCon): every same-class view in the batch is a positive; SimCLR: the other view only.
+        labels = self.labels[idx] if cfg.task == "siamese" else None
         if self.group is not None:  # every process's views: the negatives of the whole batch
             z1, z2 = distributed.gather_with_grad(z1), distributed.gather_with_grad(z2)
-        return nt_xent_loss(z1, z2, cfg.temperature)
+            labels = None if labels is None else distributed.gather(labels)
+        return nt_xent_loss(z1, z2, cfg.temperature, labels)
 
     def __call__(self, idx: torch.Tensor, epoch: int = 1) -> torch.Tensor:
         """Take one step; returns the (detached) loss, averaged over the processes of a torchrun launch.
@@ -267,35 +180,16 @@ class TrainStep:
         return seen
 
 
-def make_optimizer(cfg: TrainConfig, model: SSLModel) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    # Weight decay on the weights of convolutions and linear layers only: decaying BatchNorm's scales
+    # and the biases only shrinks what the next BatchNorm undoes.
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() > 1], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
     # AdamW with weight_decay 0 takes exactly Adam's steps.
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warm-up to the peak rate, then cosine decay to zero: the last epochs settle instead of
-    bouncing around at full rate, and BatchNorm nets survive a high peak rate at the start."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    decay = max(1, total_steps - warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * min(step - warmup_steps, decay) / decay))
-
-
-def _probe(model: SSLModel, parts: Split, gen_seed: int) -> dict:
-    """A quick held-out number for the live curve: rotation accuracy, or kNN accuracy of the embedding."""
-    test = parts.test
-    if len(test) > EPOCH_EVAL_IMAGES:
-        test = test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(gen_seed))[:EPOCH_EVAL_IMAGES])
-    if model.args.task == "rotation":
-        return {"rotation_accuracy": rotation_accuracy(model, test.images)}
-    if not parts.train.labeled:
-        return {}
-    train = parts.train
-    if len(train) > EPOCH_EVAL_IMAGES:
-        train = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(gen_seed))[:EPOCH_EVAL_IMAGES])
-    return {"knn_accuracy": knn_accuracy(embed(model, train.images), train.labels, embed(model, test.images), test.labels)}
+    return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -307,13 +201,18 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return "can't allocate memory" in text or "not enough memory" in text or "out of memory" in text.lower()
 
 
-def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Optional[threading.Event] = None) -> TrainResult:
+def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Optional[threading.Event] = None,
+          out: Optional[str | os.PathLike] = None, resume: Optional[str | os.PathLike] = None) -> TrainResult:
     """Train `cfg.task` on `cfg.dataset`, evaluate on the held-out split, return the model and metrics.
 
     A set `stop_event` ends training before the next step (within one step); the result then has
-    `stopped=True` and no metrics. Raises TrainingError for divergence, out-of-memory and bad data.
-    Under torchrun the same call trains one process's share with DDP (ssl_core/distributed.py);
-    only rank 0 reports events and evaluates.
+    `stopped=True` and no metrics. With `out`, every finished epoch leaves a resumable state in
+    `out/resume` (resume.py; the final checkpoint written into `out` replaces it), and `state`
+    names it in a stopped result; `resume` names a folder holding such a state to continue from.
+    `cfg.minutes` trains for a wall-clock budget instead of `cfg.epochs` (schedule.py).
+    Raises TrainingError for divergence, out-of-memory and bad data, ResumeError for a state that
+    is damaged or from another run. Under torchrun the same call trains one process's share with
+    DDP (ssl_core/distributed.py); only rank 0 reports events, evaluates and writes states.
     """
     group = distributed.join(cfg.device)
     device = resolve_device(cfg.device)
@@ -328,11 +227,12 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
     def on_data(message: str, fraction: float) -> None:
         emit(Event("data", 0, cfg.epochs, 0, 0, 0.0, message=message, metrics={"fraction": fraction}))
 
+    state = load_state(resume) if resume is not None else None  # a damaged state fails before the data load
     data, parts = _prepare_in_turn(cfg, on_data, group)
     if device.type == "cpu":
         reuse_freed_memory()
-    torch.manual_seed(cfg.seed)  # the same initial weights on every process
-    model = build_model(cfg.task, arch=cfg.arch).to(device)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every process, and in a resumed run
+    model = model_for(cfg).to(device)
     baseline = copy.deepcopy(model).eval()  # the random-init encoder, for the side-by-side probe
     # channels_last lets oneDNN (CPU) and cuDNN (GPU) pick their fast NHWC kernels.
     model = model.to(memory_format=torch.channels_last)
@@ -352,59 +252,119 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     world = 1 if group is None else group.world_size
     steps_per_epoch = max(1, n // world // batch)  # drop the ragged last batch: NT-Xent and BatchNorm see full batches
-    total = steps_per_epoch * cfg.epochs
-    step_fn = TrainStep(cfg, net, images, labels, total, augment_gen, group)
-    history: list[dict] = []
-    start = time.perf_counter()
-    step = 0
+    # A budgeted run starts on the recipe's length and re-fits it once its first steps are paced.
+    step_fn = TrainStep(cfg, net, images, labels, steps_per_epoch * cfg.epochs, augment_gen, group)
+    plan, rngs = step_fn.plan, {"epoch_order": gen, "augment": augment_gen}
+    history, step, epoch, elapsed0, kept = [], 0, 0, 0.0, None
+    if state is not None:
+        check_matches(state, cfg.to_dict(), n, steps_per_epoch, resume)
+        restore(state, model, step_fn.optimizer, step_fn.schedule, step_fn.plan, rngs, step_fn.device,
+                cfg.seed + 7919 * state.epoch if group is not None and not group.is_main else None)
+        step_fn.steps = state.step
+        history, step, epoch, elapsed0, kept = list(state.history), state.step, state.epoch, state.elapsed, state_folder(resume)
+    budget = None if cfg.minutes is None else TimeBudget(cfg.minutes * 60, step, timed=group is None)
+    start = time.perf_counter() - elapsed0  # a resumed run's clock (and budget) goes on from where it stopped
+
+    def since() -> float:
+        return time.perf_counter() - start
+
+    def planned() -> int:  # epochs, the last one perhaps partial (a minutes budget)
+        return max(epoch, math.ceil(plan.total / steps_per_epoch))
+
+    def refit(total: Optional[int]) -> None:
+        if total is not None and budget is not None:
+            if not budget.reserve:  # the first fit: time a forward pass, set the final evaluation aside
+                budget.reserve = _evaluation_estimate(model, parts)
+                total = budget.fit()
+            plan.refit(step, total if group is None else int(distributed.mean(torch.tensor(float(total), device=device))))
+
     precision = "bf16" if step_fn.amp is not None else "fp32"
     scale = "" if group is None else (f", {world} processes ({group.backend}), batch {info['effective_batch']} "
                                       f"= {world} x {batch}, learning rate {cfg.lr:g}")
-    emit(Event("start", 1, cfg.epochs, 0, total, 0.0,
+    again = f"; resumed after epoch {epoch} ({step} steps)" if state is not None else ""
+    emit(Event("start", epoch + 1, planned(), step, plan.total, since(),
                message=f"{cfg.task} on {data.source or data.name}: {n:,} training and {len(parts.test):,} test images, "
-                       f"{cfg.arch} encoder, {device.type} {precision}{scale}"))
+                       f"{cfg.arch} encoder, {device.type} {precision}{scale}{again}"))
     main = group is None or group.is_main
-    # --- learning frames (ssl_core/frames.py): before the first step, then wherever recorder.due says
-    recorder = frames.Recorder(cfg.task, parts, steps_per_epoch, cfg.epochs, device, cfg.seed,
-                                                    step_fn.amp) if main else None
+    overhead = [elapsed0 - history[-1].get("train_seconds", elapsed0) if history else 0.0]  # seconds not spent in steps
+    # Learning frames (frames.py): before the first step, at every epoch end, within short runs' epochs.
+    recorder = frames.Recorder(cfg.task, parts, steps_per_epoch, device, cfg.seed, step_fn.amp) if main else None
+    if recorder is not None and state is not None:
+        recorder.restore(state.frames)
 
-    def frame(epoch: int) -> None:
-        if recorder is not None and recorder.due(step):
-            f = recorder.take(model, step, time.perf_counter() - start)
-            emit(Event("frame", epoch, cfg.epochs, step, total, time.perf_counter() - start, metrics={"frame": f}))
-    # --- end of learning frames
+    def frame(epoch: int, end: bool = False) -> None:
+        if recorder is not None and (end or recorder.due(step, planned())):
+            emit(Event("frame", epoch, planned(), step, plan.total, since(), metrics={"frame": recorder.take(model, step, since())}))
+            overhead[0] += recorder.frames[-1].seconds
+
     try:
-        frame(1)
-        for epoch in range(1, cfg.epochs + 1):
+        frame(epoch + 1)
+        while step < plan.total:
+            epoch += 1
             order = torch.randperm(n, generator=gen).to(device)
             if group is not None:
                 order = distributed.shard(order, group.rank, world)
             losses = []
             model.train()
             for i in range(steps_per_epoch):
+                if step >= plan.total:  # the last epoch of a minutes budget ends where its schedule does
+                    break
                 if stop.is_set() if group is None else distributed.any_true(stop.is_set(), device):
-                    emit(Event("stopped", epoch, cfg.epochs, step, total, time.perf_counter() - start, message="stopped by request"))
-                    return TrainResult(model.eval(), cfg, {}, history, data, time.perf_counter() - start, stopped=True,
-                                       is_main=main, distributed=info)
+                    emit(Event("stopped", epoch, planned(), step, plan.total, since(), message="stopped by request"))
+                    return TrainResult(model.eval(), cfg, {}, history, data, since(), stopped=True,
+                                       is_main=main, distributed=info, state=kept)
                 loss = step_fn(order[i * batch : (i + 1) * batch], epoch)
                 step += 1
                 losses.append(loss)
-                emit(Event("step", epoch, cfg.epochs, step, total, time.perf_counter() - start, loss=float(loss)))
+                if budget is not None:
+                    refit(budget.record(since()))
+                emit(Event("step", epoch, planned(), step, plan.total, since(), loss=float(loss)))
                 frame(epoch)
-            epoch_loss = float(torch.stack(losses).mean())
-            probe = _probe(model, parts, cfg.seed + epoch) if main else {}
-            history.append({"epoch": epoch, "loss": epoch_loss, **probe, "elapsed": time.perf_counter() - start})
-            emit(Event("epoch", epoch, cfg.epochs, step, total, time.perf_counter() - start, loss=epoch_loss, metrics=probe))
+            epoch_loss, mark = float(torch.stack(losses).mean()), since()
+            probe = quick_probe(model, parts.train, parts.test, cfg.seed + epoch) if main else {}
+            lr = step_fn.optimizer.param_groups[0]["lr"]  # where the schedule is: ~0 after the last epoch
+            # train_seconds: the steps' own time, without probes, frames and saved states (time to accuracy)
+            history.append({"epoch": epoch, "loss": epoch_loss, **probe, "lr": lr, "elapsed": since(),
+                            "train_seconds": round(mark - overhead[0], 2)})
+            if budget is not None:
+                refit(budget.fit())
+            emit(Event("epoch", epoch, planned(), step, plan.total, since(), loss=epoch_loss, metrics=probe))
+            frame(epoch, end=True)
+            if out is not None and main:
+                kept = save_state(out, _capture(cfg, epoch, step, history, since(), n, steps_per_epoch, model, step_fn, rngs,
+                                                recorder))
+            overhead[0] += since() - mark - (recorder.frames[-1].seconds if recorder else 0.0)
         model.eval()
+        if cfg.minutes is not None:
+            cfg.epochs = epoch  # derived from the budget; the card records the epochs run
         metrics = evaluate(model, parts.train, parts.test, baseline=baseline.to(device)) if main else {}
     except (torch.OutOfMemoryError, RuntimeError, MemoryError) as exc:
         if not is_out_of_memory(exc):
             raise
         raise TrainingError(f"Out of memory at batch size {cfg.batch_size}: try a smaller batch size.") from exc
-    seconds = time.perf_counter() - start
-    emit(Event("done", cfg.epochs, cfg.epochs, step, total, seconds, metrics=metrics, message="finished"))
+    seconds = since()
+    emit(Event("done", epoch, epoch, step, step, seconds, metrics=metrics, message="finished"))
     return TrainResult(model, cfg, metrics, history, data, seconds, is_main=main, distributed=info,
-                       frames=recorder.frames if recorder else [])
+                       frames=recorder.frames if recorder else [], machine=machine(device, precision))
+
+
+def _evaluation_estimate(model: SSLModel, parts: Split) -> float:
+    """Seconds the final evaluation will take, from timing the encoder on a few test images."""
+    sample = parts.test.images[:256]
+    embed(model, sample, features=True)  # the first call picks kernels for the new shape: slow
+    t = time.perf_counter()
+    embed(model, sample, features=True)
+    forward_s = (time.perf_counter() - t) / max(1, len(sample))
+    return evaluation_seconds(model.args.task, len(parts.train), len(parts.test), parts.train.labeled, forward_s)
+
+
+def _capture(cfg: TrainConfig, epoch: int, step: int, history: list, elapsed: float, n: int, steps_per_epoch: int,
+             model: SSLModel, step_fn: TrainStep, rngs: dict[str, torch.Generator],
+             recorder: Optional[frames.Recorder]) -> TrainState:
+    """Everything random or learned at the end of an epoch, for resume.save_state."""
+    return TrainState(cfg.to_dict(), epoch, step, step_fn.plan.to_dict(), step_fn.schedule.state_dict(), history,
+                      elapsed, n, steps_per_epoch, model.state_dict(), step_fn.optimizer.state_dict(),
+                      rng_states(rngs, step_fn.device), frames.to_json(recorder.frames) if recorder and recorder.frames else "")
 
 
 def _prepare_in_turn(cfg: TrainConfig, progress: Callable[[str, float], None],

@@ -42,7 +42,7 @@ def set_card(folder: Path, **changes) -> None:
 
 def rehash(folder: Path) -> None:
     """What an attacker who rewrites the weights would also do: make the card's hash agree."""
-    set_card(folder, weights_sha256=checkpoints._sha256(folder / WEIGHTS))
+    set_card(folder, weights_sha256=checkpoints.sha256(folder / WEIGHTS))
 
 
 @pytest.mark.parametrize("dataset, arch", [("digits", "simple"), ("cifar10", "convnet")])

@@ -144,3 +144,23 @@ def test_load_dataset_errors():
 def test_imageset_validates():
     with pytest.raises(ValueError):
         ImageSet(torch.zeros(2, 3, 32, 32), None, [], "x")  # float, not uint8
+
+
+def test_the_folder_cap_is_the_apps_and_the_command_line_lifts_it(tmp_path):
+    from ssl_core.data import MAX_FOLDER_IMAGES
+    from ssl_core.runs import config_from_form
+    from ssl_core.train import TrainConfig, prepare_data
+
+    for i in range(6):
+        _save(tmp_path / "set" / f"x{i}.png", (i * 40, 0, 0), mode="RGB")
+    with pytest.raises(DataError, match="holds 6 images; at most 5 can be used here"):
+        load_folder(tmp_path / "set", max_images=5)
+    messages = []
+    data = load_folder(tmp_path / "set", lambda m, f: messages.append(m), max_images=None)
+    assert len(data) == 6 and messages[0] == "decoding 6 images in set (0.0 GB in memory): 0 done"
+    # The app's forms keep the cap; a config may lift it, as the CLI does.
+    assert config_from_form("rotation", "digits").max_folder_images == MAX_FOLDER_IMAGES == 100_000
+    with pytest.raises(DataError, match="at most 5"):
+        prepare_data(TrainConfig(task="rotation", dataset="folder", data_dir=str(tmp_path / "set"), max_folder_images=5))
+    assert len(prepare_data(TrainConfig(task="rotation", dataset="folder", data_dir=str(tmp_path / "set"),
+                                        max_folder_images=None))[1].train) == 5

@@ -81,7 +81,7 @@ def test_rotation_frames_hold_the_table_of_turns(digits_split) -> None:
     from ssl_core.models import build_model
 
     torch.manual_seed(0)
-    rec = frames.Recorder("rotation", Split(digits_split.train, digits_split.test), 10, 1, torch.device("cpu"))
+    rec = frames.Recorder("rotation", Split(digits_split.train, digits_split.test), 10, torch.device("cpu"))
     f = rec.take(build_model("rotation"), 0, 0.0)
     table = np.asarray(f.confusion)
     assert table.shape == (4, 4) and (table.sum(axis=1) == len(rec.turns)).all()

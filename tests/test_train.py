@@ -133,7 +133,7 @@ def test_recipes_fill_what_is_not_given_and_the_card_keeps_them():
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
-    from ssl_core.train import lr_factor
+    from ssl_core.schedule import lr_factor
 
     factors = [lr_factor(s, 10, 100) for s in range(101)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)

@@ -10,7 +10,8 @@ import gradio as gr
 from ssl_core import TASK_TITLES, TASKS, plots
 from ssl_core.evaluate import METRICS, format_metric
 from ssl_core.jobs import JobSnapshot, format_seconds
-from ssl_core.train import recipe_for
+from ssl_core.cost import describe_run
+from ssl_core.recipes import recipe_for
 
 from .common import JOB, REGISTRY, frame_outputs, frame_player, frame_view_components
 
@@ -20,12 +21,25 @@ DATASET_CHOICES = [("digits (built in, offline)", "digits"), ("CIFAR-10 (downloa
 
 def start_training(task: str, dataset: str, epochs: Optional[float], batch_size: Optional[float] = None,
                    lr: Optional[float] = None, data_dir: Optional[str] = None, zip_file: Optional[str] = None,
-                   request: gr.Request = None) -> str:
+                   minutes: Optional[float] = None, resume: Optional[str] = None, request: gr.Request = None) -> str:
     """Start training `task` on `dataset` (digits, cifar10, folder with data_dir, or zip with zip_file)
-    in the background. Refused, with a message naming the running job, while another run is active."""
+    in the background, for `epochs`, or for `minutes` of wall clock when given (capped on a public
+    Space). `resume` names a stopped run (training_status()["resumable"]) to continue with its own
+    settings. Refused, with a message naming the running job, while another run is active."""
     session = getattr(request, "session_hash", None)
     return JOB.start_from_form(task, dataset, epochs, batch_size, lr, data_dir, zip_file,
-                               who=f"session {session[:6]}" if session else "an API client")
+                               who=f"session {session[:6]}" if session else "an API client", minutes=minutes, resume=resume)
+
+
+def minutes_to_send(train_for: str, minutes: Optional[float]) -> Optional[float]:
+    """The "train for" choice decides whether the minutes go with the epochs to start_training."""
+    return minutes if train_for == "minutes" else None
+
+
+def run_cost(task: str, dataset: str, train_for: str, epochs: Optional[float], minutes: Optional[float],
+             batch_size: Optional[float]) -> str:
+    """What the chosen run will cost on this machine (steps timed once per task and encoder)."""
+    return describe_run(task, dataset, epochs, minutes if train_for == "minutes" else None, batch_size)
 
 
 def stop_training() -> str:
@@ -56,6 +70,9 @@ def progress_html(s: JobSnapshot) -> str:
 def results_md(s: JobSnapshot) -> str:
     if s.status == "failed":
         return f"**Training failed:** {html.escape(s.error)}"
+    if s.status == "stopped" and s.resumable:
+        return (f"**Stopped** before the end: no model was saved, but its finished epochs are kept as `{s.resumable}`; "
+                f"`start_training(..., resume=\"{s.resumable}\")` continues it.")
     if s.status == "stopped":
         return "**Stopped** before the end: nothing was saved."
     if s.status != "finished" or not s.metrics:
@@ -127,8 +144,13 @@ def refresh_pickers() -> tuple:
 
 
 def form_defaults(task: str, dataset: str) -> tuple[int, int, float]:
-    r = recipe_for("digits" if dataset == "digits" else "cifar10", task)
+    r = recipe_for(dataset, task)
     return r["epochs"], r["batch_size"], r["lr"]
+
+
+def length_default(dataset: str) -> str:
+    """Digits train in seconds per epoch: count epochs. Photos take minutes each: give a budget."""
+    return "epochs" if dataset == "digits" else "minutes"
 
 
 def dataset_inputs(dataset: str) -> tuple[Any, Any]:
@@ -145,12 +167,18 @@ with gr.Blocks() as tab:
             zip_file = gr.File(label=".zip of images (sub-folders = classes)", file_types=[".zip"], type="filepath", visible=False)
             defaults = form_defaults("siamese", "digits")
             with gr.Row():
+                train_for = gr.Radio([("minutes", "minutes"), ("epochs", "epochs")], value="epochs", label="Train for")
+                minutes = gr.Number(value=5, label="Minutes (wall clock, evaluation included)", minimum=0.1, maximum=720)
                 epochs = gr.Number(value=defaults[0], label="Epochs", precision=0, minimum=1, maximum=500)
                 batch_size = gr.Number(value=defaults[1], label="Batch size", precision=0, minimum=2, maximum=4096)
                 lr = gr.Number(value=defaults[2], label="Learning rate", minimum=1e-6, maximum=1.0)
             with gr.Row():
                 start_btn = gr.Button("Start training", variant="primary")
                 stop_btn = gr.Button("Stop", variant="stop")
+            cost = gr.Markdown()
+            # start_training's optional parameters past the form's: set by the choice above, or by API clients.
+            minutes_sent = gr.Number(value=None, visible=False, label="minutes")
+            resume = gr.Textbox(value="", visible=False, label="resume")
             start_msg = gr.Markdown(label="Message")
             use_btn = gr.Button("Use the finished run in the other tabs", visible=False)
             gr.Markdown("A finished run joins every tab's model picker. It answers only for those who pick it: "
@@ -180,8 +208,13 @@ with gr.Blocks() as tab:
     for trigger in (task.change, dataset.change):
         trigger(form_defaults, [task, dataset], [epochs, batch_size, lr], api_visibility="private")
     dataset.change(dataset_inputs, dataset, [data_dir, zip_file], api_visibility="private")
-    start_btn.click(start_training, [task, dataset, epochs, batch_size, lr, data_dir, zip_file], start_msg,
-                    api_name="start_training")
+    dataset.change(length_default, dataset, train_for, api_visibility="private")
+    for trigger in (task.change, dataset.change, train_for.change, epochs.change, minutes.change, batch_size.change):
+        trigger(run_cost, [task, dataset, train_for, epochs, minutes, batch_size], cost, api_visibility="private")
+    for trigger in (train_for.change, minutes.change):
+        trigger(minutes_to_send, [train_for, minutes], minutes_sent, api_visibility="private")
+    start_btn.click(start_training, [task, dataset, epochs, batch_size, lr, data_dir, zip_file, minutes_sent, resume],
+                    start_msg, api_name="start_training")
     stop_btn.click(stop_training, None, start_msg, api_name="stop_training")
     gr.api(training_status, api_name="training_status", queue=False)
     frame_views = [frame_text, frame_map, frame_panel, frame_picture]

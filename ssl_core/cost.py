@@ -1,0 +1,133 @@
+"""What a run will cost on this machine, before it starts, and the cap a public Space puts on it.
+
+The Train tab says, for the chosen length, how long it takes (an epochs run) or how many epochs
+fit (a minutes run). The pace comes from timing a few real training steps (`TrainStep`, the code
+`train()` runs) of that task, encoder and precision on random images once per process; the final
+evaluation's share uses the same estimate as a minutes budget (schedule.evaluation_seconds).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .config import TrainConfig
+from .schedule import SKIP_STEPS, evaluation_seconds
+
+TIMED_STEPS = 3  # after SKIP_STEPS warm-up steps: a few seconds on CPUs for the photo encoders
+# Training images when the data are not loaded yet: digits' and CIFAR-10's training splits; a
+# folder's size is unknown until it is read, so its estimate is per this many images.
+TRAIN_IMAGES = {"digits": 1438, "cifar10": 50_000}
+TEST_IMAGES = {"digits": 359, "cifar10": 10_000}
+PER_FOLDER_IMAGES = 10_000
+SPACE_DEFAULT_MAX_MINUTES = 15.0
+
+_rates: dict[tuple, float] = {}  # (task, arch, precision, batch, device) -> seconds per step
+_lock = threading.Lock()  # two tabs asking at once time the steps once
+
+
+@dataclass
+class Estimate:
+    minutes: float  # wall clock of the whole run: training and the final evaluation
+    epochs: float  # passes over the training split
+    train_images: int
+    per_images: bool  # True when train_images is a stand-in (a folder not read yet)
+
+    def describe(self) -> str:
+        per = f" per {self.train_images:,} images" if self.per_images else ""
+        return f"about {format_minutes(self.minutes)}{per} on this machine"
+
+
+def format_minutes(minutes: float) -> str:
+    return f"{minutes * 60:.0f} s" if minutes < 1.5 else f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
+def seconds_per_step(cfg: TrainConfig) -> float:
+    """Measured seconds of one training step of `cfg`'s task, encoder, precision and batch size."""
+    from .config import model_for
+    from .train import TrainStep, resolve_device
+
+    device = resolve_device(cfg.device)
+    key = (cfg.task, cfg.arch, cfg.width, cfg.head, cfg.turns, cfg.precision, cfg.batch_size, device.type)
+    with _lock:
+        if key not in _rates:
+            n = max(cfg.batch_size, 2) * 2
+            gen = torch.Generator().manual_seed(0)
+            images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen).to(device)
+            labels = torch.arange(n, device=device) % 2  # two classes: siamese pairs of both kinds
+            model = model_for(cfg).to(device).to(memory_format=torch.channels_last)
+            step = TrainStep(cfg, model, images, labels, 100, torch.Generator().manual_seed(0))
+            batch = torch.arange(min(cfg.batch_size, n), device=device)
+            for i in range(SKIP_STEPS + TIMED_STEPS):
+                if i == SKIP_STEPS:
+                    start = time.perf_counter()
+                step(batch)
+            _rates[key] = (time.perf_counter() - start) / TIMED_STEPS
+        return _rates[key]
+
+
+def estimate(cfg: TrainConfig, train_images: Optional[int] = None) -> Estimate:
+    """The minutes an epochs run takes, or the epochs a minutes run gets (`cfg.minutes` set)."""
+    per_images = train_images is None and cfg.dataset not in TRAIN_IMAGES
+    n = train_images or TRAIN_IMAGES.get(cfg.dataset, PER_FOLDER_IMAGES)
+    test = TEST_IMAGES.get(cfg.dataset, round(n * cfg.test_fraction))
+    pace = seconds_per_step(cfg)
+    steps_per_epoch = max(1, n // cfg.batch_size)
+    # A forward pass costs about 40% of a training step per image (no backward, no augmentation).
+    per_step_images = cfg.batch_size * (4 if cfg.task == "rotation" else 2)
+    evaluation = evaluation_seconds(cfg.task, n, test, True, pace / per_step_images * 0.4)
+    if cfg.minutes is not None:
+        epochs = max(0.0, cfg.minutes * 60 - evaluation) / pace / steps_per_epoch
+        return Estimate(cfg.minutes, epochs, n, per_images)
+    return Estimate((steps_per_epoch * cfg.epochs * pace + evaluation) / 60, float(cfg.epochs), n, per_images)
+
+
+def space_max_minutes() -> Optional[float]:
+    """On a public Hugging Face Space (SPACE_ID set) a visitor's run is capped; elsewhere no cap."""
+    if not os.environ.get("SPACE_ID"):
+        return None
+    return float(os.environ.get("SSL_SPACE_MAX_MINUTES", SPACE_DEFAULT_MAX_MINUTES))
+
+
+def cap_for_space(cfg: TrainConfig, cap: Optional[float]) -> str:
+    """Keep a visitor's run within `cap` minutes: a longer minutes run is shortened (the returned
+    note says so); an epochs run estimated longer is refused with a ValueError saying what fits."""
+    if cap is None:
+        return ""
+    if cfg.minutes is not None:
+        if cfg.minutes <= cap:
+            return ""
+        cfg.minutes = cap
+        return f" Runs on this public Space are capped at {cap:g} minutes: this one trains for {cap:g}."
+    guess = estimate(cfg)
+    if guess.minutes > cap:
+        fits = math.floor(cfg.epochs * cap / guess.minutes)
+        raise ValueError(f"{cfg.epochs} epochs would take {guess.describe().removeprefix('about ')}, and runs on this "
+                         f"public Space are capped at {cap:g} minutes. Choose at most {max(1, fits)} epochs, or train "
+                         f"for {cap:g} minutes.")
+    return ""
+
+
+def describe_run(task: str, dataset: str, epochs: object, minutes: object, batch_size: object = None) -> str:
+    """One sentence for the Train tab, before a run starts: what the chosen length costs here."""
+    try:
+        cfg = TrainConfig(task=task, dataset="folder" if dataset == "zip" else dataset, epochs=None if minutes else epochs,
+                          batch_size=int(batch_size) if batch_size else None, minutes=float(minutes) if minutes else None)
+        guess = estimate(cfg)
+    except (ValueError, TypeError) as exc:
+        return f"({exc})"
+    cap = space_max_minutes()
+    if cfg.minutes is not None:
+        per = f" per {guess.train_images:,} images" if guess.per_images else ""
+        text = f"{format_minutes(cfg.minutes)}: about {guess.epochs:.1f} epochs{per} fit on this machine, evaluation included."
+    else:
+        text = f"{cfg.epochs} epochs: {guess.describe()}, evaluation included."
+    if cap is not None and (cfg.minutes or guess.minutes) > cap:
+        text += f" Runs on this public Space are capped at {cap:g} minutes."
+    return text
