@@ -274,7 +274,7 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
     def refit(total: Optional[int]) -> None:
         if total is not None and budget is not None:
             if not budget.reserve:  # the first fit: time a forward pass, set the final evaluation aside
-                budget.reserve = _evaluation_estimate(model, parts)
+                budget.set_reserve(_evaluation_estimate(model, parts))
                 total = budget.fit()
             plan.refit(step, total if group is None else int(distributed.mean(torch.tensor(float(total), device=device))))
 
@@ -309,10 +309,10 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
                 emit(Event("step", epoch, planned(), step, plan.total, since(), loss=float(loss)))
             epoch_loss = float(torch.stack(losses).mean())
             probe = _probe(model, parts, cfg.seed + epoch) if main else {}
-            lr = step_fn.optimizer.param_groups[0]["lr"]  # where the schedule is: ~0 after the last epoch
-            history.append({"epoch": epoch, "loss": epoch_loss, **probe, "lr": lr, "elapsed": since()})
             if budget is not None:
                 refit(budget.fit())
+            lr = cfg.lr * plan.factor(step)  # the rate the next step would take: 0 once the schedule has ended
+            history.append({"epoch": epoch, "loss": epoch_loss, **probe, "lr": lr, "elapsed": since()})
             emit(Event("epoch", epoch, planned(), step, plan.total, since(), loss=epoch_loss, metrics=probe))
             if out is not None and main:
                 kept = save_state(out, _capture(cfg, epoch, step, history, since(), n, steps_per_epoch, model, step_fn, rngs))
