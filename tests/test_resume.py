@@ -166,7 +166,7 @@ def test_a_minutes_budget_finishes_its_schedule_in_time(tmp_path: Path) -> None:
                                 tmp_path / "run", events.append)
     wall = time.perf_counter() - t
     steps = [e for e in events if e.kind == "step"]
-    assert result.seconds <= 15 + 3, result.seconds  # the budget, plus a margin for a busy shared machine
+    assert result.seconds <= 15 + 5, result.seconds  # the budget, plus a margin for a busy shared machine
     assert result.seconds >= 0.7 * 15 and wall < 15 + 15  # it used its budget; loading is outside it
     assert steps[-1].step == steps[-1].total_steps  # the schedule ran to its (fitted) end...
     assert result.history[-1]["lr"] < 0.02 * result.config.lr  # ...where the rate is ~0
