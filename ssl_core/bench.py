@@ -17,6 +17,7 @@ rotation per image, the project all four); siamese counts image pairs per second
 
 `--tsne` times t-SNE of 10,000 x 128 points: `ssl_core.projection` (openTSNE) against
 scikit-learn's TSNE. `--epoch` times one full rotation epoch (GPU benchmark, see bench/gpu.sh).
+`--to-accuracy` trains on CIFAR-10 until each task's held-out target (ssl_core/time_to_accuracy.py).
 """
 
 from __future__ import annotations
@@ -293,6 +294,15 @@ def bench_command(args: argparse.Namespace) -> int:
         print(f"tsne {r['n']}x{r['dim']}: openTSNE {r['opentsne_s']:.1f} s (5-NN {r['opentsne_knn']:.3f}), "
               f"scikit-learn {r['sklearn_s']:.1f} s (5-NN {r['sklearn_knn']:.3f}), ratio {r['ratio']:.2f}")
         return 0
+    if args.to_accuracy:
+        from . import time_to_accuracy as tta
+        from .speed import cpu_model
+
+        print(f"CPU: {cpu_model()}", flush=True)
+        results = tta.run(args.tasks.split(","), args.recipes.split(","), args.data_dir, args.minutes, args.precision,
+                          log=lambda s: print(s, flush=True))
+        print("\n".join(r.line() for r in results))
+        return 0
     if args.epoch:
         median, times = rotation_epoch_seconds(device, args.epoch_images, args.batch_size or 1024)
         print(f"rotation epoch {device.type}: {args.epoch_images} images x 4 rotations in {median:.2f} s "
@@ -327,4 +337,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--tsne-points", type=int, default=10_000)
     b.add_argument("--epoch", action="store_true", help="instead: seconds for one full rotation epoch (see bench/gpu.sh)")
     b.add_argument("--epoch-images", type=int, default=50_000)
+    b.add_argument("--to-accuracy", action="store_true",
+                   help="instead: CIFAR-10 minutes to each task's target, the project's recipe beside the seed's")
+    b.add_argument("--data-dir", help="--to-accuracy: the CIFAR-10 root (default: where the app keeps it)")
+    b.add_argument("--tasks", default="rotation,simclr,siamese", help="--to-accuracy: comma-separated tasks")
+    b.add_argument("--recipes", default="project,seed", help="--to-accuracy: project, seed or both")
+    b.add_argument("--minutes", type=float, help="--to-accuracy: budget per run (default: per task, see --help)")
+    b.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     b.set_defaults(func=bench_command)

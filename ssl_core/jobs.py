@@ -87,6 +87,11 @@ def format_seconds(seconds: Optional[float]) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _resumable_note(run: str, epochs: int) -> str:
+    kept = f"{epochs} finished epoch{'s are' if epochs != 1 else ' is'} kept"
+    return f"Its {kept}: start_training(..., resume=\"{run}\") continues it."
+
+
 class TrainingJob:
     """The one background training run of this process.
 
@@ -178,7 +183,8 @@ class TrainingJob:
         snap = self.snapshot()
         if snap.running:
             return "Stopping: the run ends after its current step (data loading and the final evaluation cannot be interrupted)."
-        return snap.log[-1].split("] ", 1)[-1] if snap.status == "stopped" else f"Stopped {snap.task} on {snap.dataset}."
+        kept = f" {_resumable_note(snap.resumable, len(snap.history))}" if snap.resumable else ""
+        return f"Stopped {snap.task} on {snap.dataset} at epoch {snap.epoch}/{snap.epochs}; the previous model is kept.{kept}"
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the current run (if any) ends; True if it has ended."""
@@ -196,8 +202,7 @@ class TrainingJob:
                 if result.state is not None:
                     with self._lock:
                         self._state.resumable = out.name
-                    kept = (f" The {len(result.history)} finished epochs are kept: start_training(..., "
-                            f"resume=\"{out.name}\") continues the run.")
+                    kept = f" {_resumable_note(out.name, len(result.history))}"
                 self._finish("stopped", f"Stopped at epoch {self._state.epoch}/{self._state.epochs}; the previous model is kept.{kept}")
                 return
             with self._lock:

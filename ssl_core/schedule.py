@@ -74,22 +74,27 @@ class Schedule:
         return asdict(self)
 
 
-def fit_total_steps(step_ends: Sequence[float], seconds: float, steps_before: int = 0) -> int:
-    """How many steps a run should take in all to end them by `seconds` (since its start).
-
-    `step_ends[i]` is when (seconds since the start) the i-th step paced so far ended; the run had
-    taken `steps_before` steps before those (a resumed run). The pace skips the first SKIP_STEPS
-    and is the slower of the whole run's and the last RECENT_STEPS' (a machine that got busier).
-    Past the deadline the run ends now (no more steps): its rate jumps to zero, but the budget holds.
-    """
+def step_pace(step_ends: Sequence[float]) -> float:
+    """Seconds a step, from when each step ended: the first SKIP_STEPS are not paced, and the pace
+    is the slower of the whole run's and the last RECENT_STEPS' (a machine that got busier)."""
     done = len(step_ends)
     if done <= SKIP_STEPS:
         raise ValueError(f"need more than {SKIP_STEPS} step times to pace a run; got {done}")
     overall = (step_ends[-1] - step_ends[SKIP_STEPS - 1]) / (done - SKIP_STEPS)
     first = max(SKIP_STEPS, done - RECENT_STEPS)
     recent = (step_ends[-1] - step_ends[first - 1]) / (done - first)
-    pace = max(overall, recent, 1e-9)
-    return steps_before + done + max(0, int((seconds - step_ends[-1]) / pace))
+    return max(overall, recent, 1e-9)
+
+
+def fit_total_steps(step_ends: Sequence[float], seconds: float, steps_before: int = 0) -> int:
+    """How many steps a run should take in all to end them by `seconds` (since its start).
+
+    `step_ends[i]` is when (seconds since the start) the i-th step paced so far ended; the run had
+    taken `steps_before` steps before those (a resumed run). Past the deadline the run ends now
+    (no more steps): its rate jumps to zero, but the budget holds.
+    """
+    pace = step_pace(step_ends)
+    return steps_before + len(step_ends) + max(0, int((seconds - step_ends[-1]) / pace))
 
 
 def evaluation_seconds(task: str, train_images: int, test_images: int, labeled: bool, forward_s: float) -> float:
@@ -115,12 +120,17 @@ class TimeBudget:
         self.seconds, self.step0, self.timed = seconds, step, timed
         self.last_fit = 0.0
         self.ends: list[float] = []  # when each step since the start (or the resume) ended
-        self.reserve = 0.0  # the final evaluation's estimated seconds, once a forward was timed
+        self.reserve = 0.0  # the final evaluation's estimated seconds, once a forward was timed...
+        self.reserve_pace = 0.0  # ...at this step pace: a machine that gets busier slows both alike
+
+    def set_reserve(self, seconds: float) -> None:
+        self.reserve, self.reserve_pace = seconds, step_pace(self.ends)
 
     @property
     def step_deadline(self) -> float:
         """Seconds (since the run's start) by which the last step should end."""
-        return self.seconds * (1 - SAFETY_SHARE) - SAFETY_SECONDS - self.reserve
+        busier = step_pace(self.ends) / self.reserve_pace if self.reserve_pace else 1.0
+        return self.seconds * (1 - SAFETY_SHARE) - SAFETY_SECONDS - self.reserve * max(1.0, busier)
 
     def record(self, elapsed: float) -> Optional[int]:
         """Note that a step ended at `elapsed`; returns the new total steps when a fit is due, else None."""

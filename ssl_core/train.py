@@ -131,8 +131,8 @@ class TrainStep:
         self.amp = autocast_dtype(cfg, self.device)
         self.optimizer = make_optimizer(cfg, model)
         self.plan = Schedule.make(cfg.warmup, total_steps)  # a minutes budget re-fits its end as it goes
-        factor = (lambda s: 1.0) if cfg.schedule == "constant" else (lambda s: self.plan.factor(s))
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.factor = (lambda s: 1.0) if cfg.schedule == "constant" else (lambda s: self.plan.factor(s))  # share of the peak rate
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.factor)
         self.steps = 0
 
     def loss(self, idx: torch.Tensor) -> torch.Tensor:
@@ -274,7 +274,7 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
     def refit(total: Optional[int]) -> None:
         if total is not None and budget is not None:
             if not budget.reserve:  # the first fit: time a forward pass, set the final evaluation aside
-                budget.reserve = _evaluation_estimate(model, parts)
+                budget.set_reserve(_evaluation_estimate(model, parts))
                 total = budget.fit()
             plan.refit(step, total if group is None else int(distributed.mean(torch.tensor(float(total), device=device))))
 
@@ -322,12 +322,12 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
                 frame(epoch)
             epoch_loss, mark = float(torch.stack(losses).mean()), since()
             probe = quick_probe(model, parts.train, parts.test, cfg.seed + epoch) if main else {}
-            lr = step_fn.optimizer.param_groups[0]["lr"]  # where the schedule is: ~0 after the last epoch
+            if budget is not None:
+                refit(budget.fit())
+            lr = cfg.lr * step_fn.factor(step)  # the rate the next step would take: 0 once the schedule has ended
             # train_seconds: the steps' own time, without probes, frames and saved states (time to accuracy)
             history.append({"epoch": epoch, "loss": epoch_loss, **probe, "lr": lr, "elapsed": since(),
                             "train_seconds": round(mark - overhead[0], 2)})
-            if budget is not None:
-                refit(budget.fit())
             emit(Event("epoch", epoch, planned(), step, plan.total, since(), loss=epoch_loss, metrics=probe))
             frame(epoch, end=True)
             if out is not None and main:

@@ -232,3 +232,22 @@ def test_uploads_of_runs_that_saved_nothing_are_deleted(registry: ModelRegistry)
     assert job.start(TrainConfig(task="siamese", dataset="folder", data_dir=str(two_class), epochs=1))[0]
     assert job.wait(60) and job.snapshot().status == "finished", job.snapshot().log
     assert (two_class / "red" / "0.png").exists()
+
+
+def test_the_apps_stop_keeps_finished_epochs_and_resume_continues_them(registry: ModelRegistry) -> None:
+    job = TrainingJob(registry)
+    assert job.start(TrainConfig(task="simclr", dataset="digits", epochs=40, batch_size=64, max_train_images=256),
+                     who="tab A")[0]
+    _wait_for(job, lambda s: len(s.history) >= 1, timeout=120)
+    message = job.stop(wait=30)
+    s = job.snapshot()
+    assert s.status == "stopped" and s.resumable and (registry.runs_dir / s.resumable / "resume" / "state.json").is_file()
+    assert "previous model is kept" in message and f'resume="{s.resumable}"' in message
+    assert s.resumable not in registry.names()  # a stopped run is no model on offer
+    assert job.start_from_form("", "", who="tab B", resume="../etc").startswith("Not started: '../etc' is not a stopped run")
+    reply = job.start_from_form("", "", who="tab B", resume=s.resumable)
+    assert reply == "Resumed simclr on digits for 40 epochs.", reply
+    _wait_for(job, lambda s: s.step > 0)
+    assert "resumed after epoch" in "\n".join(job.snapshot().log)
+    job.stop(wait=30)
+    assert job.wait(30)

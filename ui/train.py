@@ -8,9 +8,9 @@ from typing import Any, Optional
 import gradio as gr
 
 from ssl_core import TASK_TITLES, TASKS, plots
+from ssl_core.cost import describe_run
 from ssl_core.evaluate import METRICS, format_metric
 from ssl_core.jobs import JobSnapshot, format_seconds
-from ssl_core.cost import describe_run
 from ssl_core.recipes import recipe_for
 
 from .common import JOB, REGISTRY, frame_outputs, frame_player, frame_view_components
