@@ -11,6 +11,8 @@
 # 4. one CIFAR-10 SimCLR epoch of ResNet-18 (--arch resnet18) on the shared JPEG copy: copy
 #    ../shared/data/cifar10-jpeg.tar.gz to data/ (git-ignored) and carry it to the GPU machine
 # 5. the same through torchrun and DDP (NCCL), one process per GPU present
+# 6. time to accuracy on CIFAR-10 with the current recipes (rotation: SGD + label smoothing; Siamese:
+#    SupCon + MLP projector; SimCLR: temperature 0.1 + MLP projector) beside the seed's, 2-minute budgets
 # Each step's output goes to its own file under $OUT; a failing step does not stop the others,
 # and the script exits non-zero if any failed.
 set -uo pipefail
@@ -75,9 +77,12 @@ NGPU=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU" || true)
 (( NGPU >= 1 )) || NGPU=1
 step resnet18-simclr-ddp python -m torch.distributed.run --standalone --nproc_per_node="$NGPU" \
   "${R18[@]}" --out "$OUT/checkpoints/resnet18-simclr-ddp"
+if [[ -z "${SMALL:-}" && -d "$DATA/cifar10-jpeg" ]]; then
+  step to-accuracy python -m ssl_core bench --to-accuracy --data-dir "$DATA/cifar10-jpeg" --minutes 2
+fi
 rm -rf "$DATA"
 rm -f "$OUT"/checkpoints/*/model.safetensors  # the cards keep the metrics; the weights are not needed
 
 echo "== summary"
-grep -hE "^(rotation|siamese) (cpu|cuda):|^rotation epoch|PASS|FAIL|^simclr on .*-> " "$OUT"/*.txt | tee "$OUT/summary.txt"
+grep -hE "^(rotation|siamese) (cpu|cuda):|^rotation epoch|PASS|FAIL|^simclr on .*-> |^(rotation|siamese|simclr) (project|seed): " "$OUT"/*.txt | tee "$OUT/summary.txt"
 exit $failed

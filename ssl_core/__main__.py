@@ -74,8 +74,8 @@ def train_command(args: argparse.Namespace) -> int:
     from .train import TrainConfig
 
     try:
-        cfg = TrainConfig(task=args.task, dataset=args.dataset, data_dir=args.data_dir, arch=args.arch, epochs=args.epochs,
-                          batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, seed=args.seed,
+        cfg = TrainConfig(task=args.task, dataset=args.dataset, data_dir=args.data_dir, arch=args.arch, width=args.width,
+                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, seed=args.seed,
                           device=args.device, precision=args.precision, minutes=args.minutes,
                           max_folder_images=None)  # a user's own set: as big as their memory allows
     except ValueError as exc:
@@ -140,6 +140,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     length.add_argument("--epochs", type=int, help="default: the recipe's for this dataset and task")
     length.add_argument("--minutes", type=float, help="train for this wall-clock budget instead of --epochs (from the "
                         "first step to the last metric; the schedule is fitted to the steps that fit)")
+    t.add_argument("--width", type=int, help="encoder channels in its first stage (convnet default 24; the shipped CIFAR-10 models: 32)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--optimizer", choices=("adam", "sgd"))

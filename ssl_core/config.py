@@ -71,21 +71,23 @@ class TrainConfig:
 
 
 # A minutes budget below 0.1 leaves no time to measure the pace; above 720 (12 h) it is surely a typo.
-LIMITS = {"epochs": (1, 500), "batch_size": (2, 4096), "lr": (1e-6, 1.0), "minutes": (0.1, 720.0)}
+LIMITS = {"width": (4, 256), "epochs": (1, 500), "batch_size": (2, 4096), "lr": (1e-6, 1.0), "minutes": (0.1, 720.0)}
 
 
 def validate(cfg: TrainConfig) -> None:
     """Range checks with messages a user can act on (the app shows them as they are)."""
     for name, (lo, hi) in LIMITS.items():
         value = getattr(cfg, name)
-        if name == "minutes" and value is None:
+        if name in ("minutes", "width") and value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi) or (
             isinstance(value, float) and math.isnan(value)
         ):
             raise ValueError(f"{name} must be between {lo:g} and {hi:g}; got {value!r}")
     # A slider or a JSON client can send 2.5; range() and slicing would fail later, inside the thread.
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "width"):
+        if getattr(cfg, name) is None:
+            continue
         if int(getattr(cfg, name)) != getattr(cfg, name):
             raise ValueError(f"{name} must be a whole number; got {getattr(cfg, name)!r}")
         setattr(cfg, name, int(getattr(cfg, name)))

@@ -39,7 +39,8 @@ FORMAT = 1
 # change (a run stopped on a laptop can finish on a GPU); the data are checked by their size.
 COMPARED = ("task", "dataset", "arch", "epochs", "minutes", "batch_size", "lr", "optimizer", "weight_decay", "warmup",
             "max_shift", "flip", "crop_min_scale", "seed", "test_fraction", "margin", "temperature",
-            "positive_fraction", "max_train_images", "world_size")
+            "positive_fraction", "max_train_images", "world_size", "width", "pooled", "head", "label_smoothing", "turns",
+            "pair_loss", "schedule")
 
 
 class ResumeError(UserError, ValueError):
