@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
+from . import dataset_title
 from .errors import UserError
 from .registry import ModelRegistry
 from .runs import config_from_form, dataset_name, prune_runs, remove_upload, run_and_save, run_name
@@ -58,6 +59,11 @@ class JobSnapshot:
     frames: list = field(default_factory=list)  # frames.Frame so far (immutable: copies share them)
 
     @property
+    def title(self) -> str:
+        """The run as captions name it: "rotation on CIFAR-10"; "" before any run."""
+        return f"{self.task} on {dataset_title(self.dataset)}" if self.task else ""
+
+    @property
     def running(self) -> bool:
         return self.status in ("loading", "running", "stopping")
 
@@ -65,7 +71,7 @@ class JobSnapshot:
         """One line naming the run, for messages like 'X is already training'."""
         eta = f", about {format_seconds(self.eta)} left" if self.running and self.eta is not None else ""
         where = f"epoch {self.epoch}/{self.epochs}" if self.step else "starting"
-        return f"{self.task} on {self.dataset} ({where}{eta}, started by {self.who or 'someone'})"
+        return f"{self.title} ({where}{eta}, started by {self.who or 'someone'})"
 
     def to_dict(self) -> dict:
         """JSON-ready: each frame in the API's shape (frames.Frame.to_dict)."""
@@ -156,7 +162,7 @@ class TrainingJob:
         snap = self.snapshot()
         if snap.running:
             return "Stopping: the run ends after its current step (data loading and the final evaluation cannot be interrupted)."
-        return f"Stopped {snap.task} on {snap.dataset} at epoch {snap.epoch}/{snap.epochs}; the previous model is kept."
+        return f"Stopped {snap.title} at epoch {snap.epoch}/{snap.epochs}; the previous model is kept."
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the current run (if any) ends; True if it has ended."""
