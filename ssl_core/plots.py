@@ -131,11 +131,10 @@ def turn_confusion(counts: Sequence[Sequence[int]], title: str) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=share, x=ANGLES, y=ANGLES, text=text, texttemplate="%{text}", zmin=0, zmax=1,
                                colorscale="Blues", showscale=False,
                                hovertemplate="turned %{y}, said %{x}: %{text}<extra></extra>"))
-    fig.update_xaxes(title_text="predicted turn", side="top")
+    # The predicted turns along the bottom: on top their axis title collides with the figure's title.
+    fig.update_xaxes(title_text="predicted turn")
     fig.update_yaxes(title_text="turn applied", autorange="reversed")
-    fig = _layout(fig, title, height=420)
-    fig.update_layout(margin={"t": 95})  # room for the title above the axis title and angles on top
-    return fig
+    return _layout(fig, title, height=420)
 
 
 def distance_histograms(distances: dict, title: str) -> go.Figure:
