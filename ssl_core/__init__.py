@@ -12,3 +12,9 @@ TASK_TITLES = {
     "simclr": "SimCLR (no labels)",
 }
 DATASETS = ("digits", "cifar10", "folder")
+DATASET_TITLES = {"cifar10": "CIFAR-10", "digits": "digits"}  # a data set as people write it; folders keep their name
+
+
+def dataset_title(dataset: str) -> str:
+    """`cifar10` -> `CIFAR-10`: how captions, pickers and cards name a data set."""
+    return DATASET_TITLES.get(dataset, dataset)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from . import dataset_title
 from .augment import all_rotations, normalize
 from .data import Split
 from .errors import UserError
@@ -73,7 +74,7 @@ class Sample:
     @property
     def about(self) -> str:
         per = f", up to {SAMPLE_PER_CLASS} per class" if (self.labels >= 0).any() else ""
-        return f"held-out sample of {len(self.rows):,} {self.dataset} test images{per}"
+        return f"held-out sample of {len(self.rows):,} {dataset_title(self.dataset)} test images{per}"
 
     def __deepcopy__(self, memo: dict) -> "Sample":
         return self  # immutable: snapshots share it
@@ -130,11 +131,14 @@ def leave_one_out_knn(emb: torch.Tensor, labels: torch.Tensor, k: int = KNN_K) -
 
 
 def to_box(xy: np.ndarray) -> np.ndarray:
-    """Centred and scaled so 99% of points lie within [-1, 1] (a few outliers are clipped to the
-    edge): every frame fills the same box, so the axes never jump. Quantised like the file."""
-    xy = xy - np.median(xy, axis=0)
-    scale = np.percentile(np.abs(xy), 99) or 1.0
-    return (np.rint(np.clip(xy / scale, -1, 1) * QUANT) / QUANT).astype(np.float32)
+    """Centred and scaled (one scale for both axes) so the middle 99% of each axis lies within
+    [-1, 1]; the 0.5% beyond either end are clipped to the edge. Every frame fills the same box,
+    so the axes never jump. Centred on the middle of that range, not the median: an embedding
+    lopsided to one side would otherwise leave half the box empty and pile its long tail onto
+    the opposite edge. Quantised like the file."""
+    lo, hi = np.percentile(xy, [0.5, 99.5], axis=0)
+    scale = float(np.max(hi - lo)) / 2 or 1.0
+    return (np.rint(np.clip((xy - (lo + hi) / 2) / scale, -1, 1) * QUANT) / QUANT).astype(np.float32)
 
 
 def aligned_pca(emb: np.ndarray, previous: Optional[np.ndarray]) -> np.ndarray:

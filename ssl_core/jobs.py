@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
+from . import dataset_title
 from .errors import UserError
 from .registry import ModelRegistry
 from .cost import cap_for_space, space_max_minutes
@@ -61,6 +62,11 @@ class JobSnapshot:
     frames: list = field(default_factory=list)  # frames.Frame so far (immutable: copies share them)
 
     @property
+    def title(self) -> str:
+        """The run as captions name it: "rotation on CIFAR-10"; "" before any run."""
+        return f"{self.task} on {dataset_title(self.dataset)}" if self.task else ""
+
+    @property
     def running(self) -> bool:
         return self.status in ("loading", "running", "stopping")
 
@@ -68,7 +74,7 @@ class JobSnapshot:
         """One line naming the run, for messages like 'X is already training'."""
         eta = f", about {format_seconds(self.eta)} left" if self.running and self.eta is not None else ""
         where = f"epoch {self.epoch}/{self.epochs}" if self.step else "starting"
-        return f"{self.task} on {self.dataset} ({where}{eta}, started by {self.who or 'someone'})"
+        return f"{self.title} ({where}{eta}, started by {self.who or 'someone'})"
 
     def to_dict(self) -> dict:
         """JSON-ready: each frame in the API's shape (frames.Frame.to_dict)."""
@@ -184,7 +190,7 @@ class TrainingJob:
         if snap.running:
             return "Stopping: the run ends after its current step (data loading and the final evaluation cannot be interrupted)."
         kept = f" {_resumable_note(snap.resumable, len(snap.history))}" if snap.resumable else ""
-        return f"Stopped {snap.task} on {snap.dataset} at epoch {snap.epoch}/{snap.epochs}; the previous model is kept.{kept}"
+        return f"Stopped {snap.title} at epoch {snap.epoch}/{snap.epochs}; the previous model is kept.{kept}"
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the current run (if any) ends; True if it has ended."""

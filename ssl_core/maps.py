@@ -25,13 +25,13 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors import safe_open
 
-from . import TASK_TITLES, plots, projection
+from . import TASK_TITLES, dataset_title, plots, projection
 from .checkpoints import Checkpoint
 from .data import DataError, ImageSet, default_data_dir, load_dataset, load_folder, split
 from .evaluate import embed, format_metric
 from .images import ImageSource, to_pil
 from .inference import embed_image, model_input, random_init_model
-from .registry import LoadedModel, dataset_title
+from .registry import LoadedModel
 
 SAMPLE_FILE = Path(__file__).resolve().parent.parent / "assets" / "cifar10-test-sample.safetensors"
 MAP_PER_CLASS = 200  # images per class on a map: 2,000 for CIFAR-10, all 360 held-out digits

@@ -114,8 +114,12 @@ def frame_map(xy: np.ndarray, labels: np.ndarray, class_names: Sequence[str], ro
     fig = go.Figure(_scatter_traces(np.asarray(xy), np.asarray(labels), class_names, np.asarray(rows), show_legend=True))
     fig.update_xaxes(range=[-1.08, 1.08], showticklabels=False, zeroline=False)
     fig.update_yaxes(range=[-1.08, 1.08], showticklabels=False, zeroline=False)
+    # Each class is its own legend group, and plotly puts a 10 px gap between groups: ten classes
+    # then overflow a 420 px plot and the last ones hide behind a scroll bar.
     fig.update_layout(uirevision="frames")
-    return _layout(fig, title, height=420)
+    fig = _layout(fig, title, height=420)
+    fig.update_layout(legend={"tracegroupgap": 2})
+    return fig
 
 
 def turn_confusion(counts: Sequence[Sequence[int]], title: str) -> go.Figure:
@@ -127,7 +131,8 @@ def turn_confusion(counts: Sequence[Sequence[int]], title: str) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=share, x=ANGLES, y=ANGLES, text=text, texttemplate="%{text}", zmin=0, zmax=1,
                                colorscale="Blues", showscale=False,
                                hovertemplate="turned %{y}, said %{x}: %{text}<extra></extra>"))
-    fig.update_xaxes(title_text="predicted turn", side="top")
+    # The predicted turns along the bottom: on top their axis title collides with the figure's title.
+    fig.update_xaxes(title_text="predicted turn")
     fig.update_yaxes(title_text="turn applied", autorange="reversed")
     return _layout(fig, title, height=420)
 

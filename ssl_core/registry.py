@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import TASKS, frames
+from . import TASKS, dataset_title, frames
 from .checkpoints import CARD, Checkpoint, CheckpointError, load_checkpoint, read_card
 from .errors import UserError
 from .evaluate import METRIC_BY_KEY, format_metric
@@ -27,16 +27,11 @@ from .runs import default_runs_dir
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_DATASET = "cifar10"  # each task's default: the shipped model trained on real photos
-DATASET_TITLES = {"cifar10": "CIFAR-10", "digits": "digits"}
 HEADLINE = {"rotation": "rotation_accuracy", "siamese": "pair_auc", "simclr": "pair_auc"}  # the score in a label
 
 
 class ModelError(UserError, ValueError):
     """An unknown model name, or a model of the wrong task for the question asked."""
-
-
-def dataset_title(dataset: str) -> str:
-    return DATASET_TITLES.get(dataset, dataset)
 
 
 def headline(card: dict) -> str:

@@ -35,12 +35,17 @@ class FrameView:
     text: str  # markdown: which frame, its kNN accuracy, what it cost
 
 
+# How a frame's positions were laid out, as its caption says it (frames.Recorder._layout).
+LAYOUTS = {"first": "PCA of the untrained embedding (the first frame: nothing before it to align to)",
+           "pca": "PCA aligned to the previous frame", "tsne": "t-SNE from the previous frame"}
+
+
 def describe(frame: Frame, index: int, count: int) -> str:
     s = frame.sample
     knn = "" if frame.knn_accuracy is None else f" · kNN accuracy **{format_metric('knn_accuracy', frame.knn_accuracy)}**"
     when = "untrained encoder" if frame.step == 0 else f"epoch {frame.epoch:g}, step {frame.step}"
     return (f"**Frame {index + 1} of {count}**: {when}{knn} on the {s.about} ({KNN_ABOUT}). "
-            f"Layout: {'PCA aligned to the previous frame' if frame.method == 'pca' else 't-SNE from the previous frame'}; "
+            f"Layout: {LAYOUTS['first' if index == 0 else frame.method]}; "
             f"this frame cost {frame.seconds:.2f} s at {frame.elapsed:.0f} s of training.")
 
 
@@ -49,10 +54,12 @@ def view(frames: list[Frame], index: int, name: str, images: Optional[torch.Tens
     index = max(0, min(int(index), len(frames) - 1))
     f, s = frames[index], frames[index].sample
     when = "untrained" if f.step == 0 else f"epoch {f.epoch:g}"
-    fig = plots.frame_map(f.xy, s.labels, s.class_names, s.rows, f"{s.about.capitalize()} · {name} · {when}")
+    # Titles stay short (half-width plots); the caption names the sample in full.
+    fig = plots.frame_map(f.xy, s.labels, s.class_names, s.rows, f"{name} · {when}")
     panel = None
     if f.confusion is not None:
-        panel = plots.turn_confusion(f.confusion, f"Which turn is taken for which · {sum(map(sum, f.confusion)) // 4} held-out images × 4 turns · {when}")
+        panel = plots.turn_confusion(f.confusion, f"Turn said for each turn applied · {sum(map(sum, f.confusion)) // 4} "
+                                                  f"held-out images × 4 · {when}")
     elif f.distances is not None:
         panel = plots.distance_histograms(f.distances, f"Held-out pair distances · {when}")
     images = s.images if s.images is not None else images

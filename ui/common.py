@@ -73,19 +73,20 @@ def thumbs(label: str) -> gr.Gallery:
                       object_fit="contain", allow_preview=False, format="png")
 
 
-def frame_outputs(frames: list, index: int, name: str, images: Any = None) -> tuple:
-    """(caption, map, task panel, picture map) of learning frame `index`, for the replay components."""
+def frame_outputs(frames: list, number: int, name: str, images: Any = None) -> tuple:
+    """(caption, map, task panel, picture map) of learning frame `number` (from 1, as the slider), for the replay components."""
     if not frames:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    v = replay.view(frames, index, name, images)
+    v = replay.view(frames, int(number) - 1, name, images)
     return v.text, v.map, v.panel, None if v.picture is None else png(v.picture)
 
 
 def frame_player(label: str) -> tuple:
     """The replay controls under a frame view: a frame slider, a play button and the timer that
-    advances the slider while playing (Gradio 6 has no animation loop of its own)."""
+    advances the slider while playing (Gradio 6 has no animation loop of its own). The slider
+    counts from 1, as the captions do ("Frame 3 of 7")."""
     with gr.Row():
-        slider = gr.Slider(0, 1, value=0, step=1, label=label, scale=4)
+        slider = gr.Slider(1, 2, value=1, step=1, label=label, scale=4)
         play = gr.Button("▶ Play from the start", scale=1)
     return slider, play, gr.Timer(0.7, active=False)
 

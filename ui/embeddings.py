@@ -45,21 +45,20 @@ def learning_frames(model: Optional[str] = None) -> list[dict]:
 
 
 @shows_user_errors
-def replay_frame(model: Optional[str], index: float = 0) -> tuple:
-    """Frame `index` of the picked model's recorded frames, or a message that it has none."""
+def replay_frame(model: Optional[str], number: float = 1) -> tuple:
+    """Frame `number` (from 1) of the picked model's recorded frames, or a message that it has none."""
     loaded = REGISTRY.load(model or "siamese")
     frames = REGISTRY.learning_frames(loaded.name)
     if not frames:
         return (f"`{loaded.name}` has no recorded learning frames: it was trained before runs recorded them. "
-                "Runs trained now (Train tab or the command line) keep theirs.", None, None, None, gr.update(maximum=1, value=0))
-    shown = frame_outputs(frames, index, loaded.name, replay.sample_images(loaded, frames))
-    last = len(frames) - 1
+                "Runs trained now (Train tab or the command line) keep theirs.", None, None, None, gr.update(maximum=2, value=1))
+    shown = frame_outputs(frames, number, loaded.name, replay.sample_images(loaded, frames))
     return (replay.knn_story(frames) + "\n\n" + shown[0], *shown[1:],
-            gr.update(maximum=max(1, last), value=min(int(index), last)))
+            gr.update(maximum=max(2, len(frames)), value=min(int(number), len(frames))))
 
 
-def play_step(model: Optional[str], index: float) -> tuple:
-    nxt = int(index) + 1
+def play_step(model: Optional[str], number: float) -> tuple:
+    nxt = int(number) + 1
     shown = replay_frame(model, nxt)
     return (nxt, *shown[:4], gr.Timer(active=nxt < shown[4].get("maximum", 0)))
 
@@ -110,7 +109,7 @@ with gr.Blocks() as tab:
     for trigger in (show_btn.click, model.change):
         trigger(replay_frame, model, replay_outputs, api_visibility="private")
     learn_slider.release(replay_frame, [model, learn_slider], replay_outputs, api_visibility="private", show_progress="hidden")
-    learn_play.click(lambda m: (0, *replay_frame(m, 0)[:4], gr.Timer(active=True)), model,
+    learn_play.click(lambda m: (1, *replay_frame(m, 1)[:4], gr.Timer(active=True)), model,
                      [learn_slider, *learn_views, learn_timer], api_visibility="private")
     learn_timer.tick(play_step, [model, learn_slider], [learn_slider, *learn_views, learn_timer], api_visibility="private",
                      show_progress="hidden")

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import gradio as gr
 
-from ssl_core import TASK_TITLES, TASKS, plots
+from ssl_core import TASK_TITLES, TASKS, dataset_title, plots
 from ssl_core.cost import describe_run
 from ssl_core.evaluate import METRICS, format_metric
 from ssl_core.jobs import JobSnapshot, format_seconds
@@ -59,7 +59,7 @@ def progress_html(s: JobSnapshot) -> str:
     if s.status == "idle":
         label = "No training has run since the server started."
     elif s.status == "loading":
-        label = f"loading {s.dataset}… {pct:.0f}%"
+        label = f"loading {dataset_title(s.dataset)}… {pct:.0f}%"
     else:
         eta = f" · about {format_seconds(s.eta)} left" if s.running and s.eta is not None else ""
         label = f"{s.status} · {pct:.0f}% · epoch {s.epoch}/{s.epochs} · step {s.step}/{s.total_steps}{eta}"
@@ -84,7 +84,7 @@ def results_md(s: JobSnapshot) -> str:
             base = m.get(f"{metric.key}_random_init")
             rows.append(f"| {metric.label} | **{format_metric(metric.key, m[metric.key])}** | "
                         f"{'n/a' if base is None else format_metric(metric.key, base)} |")
-    where = (f"Measured on the **{s.dataset} test split** ({m.get('test_images', '?')} held-out images; trained on "
+    where = (f"Measured on the **{dataset_title(s.dataset)} test split** ({m.get('test_images', '?')} held-out images; trained on "
              f"{m.get('train_images', '?')}). Saved as `{s.model}`: pick it in the Rotation, Similarity and Embeddings "
              "tabs (or press the button on the left). Other visitors keep the shipped models unless they pick it.")
     return "**Finished.** " + where + "\n\n" + "\n".join(rows)
@@ -95,21 +95,21 @@ def frame_update(s: JobSnapshot, seen_frames: str) -> tuple:
     key = f"{s.started}:{len(s.frames)}"
     if key == seen_frames or not s.frames:
         return (gr.skip(),) * 6
-    last = len(s.frames) - 1
-    return (key, *frame_outputs(s.frames, last, f"{s.task} on {s.dataset}"), gr.update(maximum=max(1, last), value=last))
+    n = len(s.frames)
+    return (key, *frame_outputs(s.frames, n, s.title), gr.update(maximum=max(2, n), value=n))
 
 
-def show_frame(index: float) -> tuple:
-    """Replay: frame `index` of the current (or last) run."""
+def show_frame(number: float) -> tuple:
+    """Replay: frame `number` (from 1) of the current (or last) run."""
     s = JOB.snapshot()
-    return frame_outputs(s.frames, int(index), f"{s.task} on {s.dataset}")
+    return frame_outputs(s.frames, int(number), s.title)
 
 
-def play_step(index: float) -> tuple:
+def play_step(number: float) -> tuple:
     """A play-timer tick: the next frame; the timer stops at the last one."""
     n = len(JOB.snapshot().frames)
-    nxt = int(index) + 1
-    return (min(nxt, max(0, n - 1)), *show_frame(nxt), gr.Timer(active=nxt < n - 1))
+    nxt = int(number) + 1
+    return (min(nxt, max(1, n)), *show_frame(nxt), gr.Timer(active=nxt < n))
 
 
 def poll(seen: int, seen_frames: str) -> tuple:
@@ -118,13 +118,13 @@ def poll(seen: int, seen_frames: str) -> tuple:
     s = JOB.snapshot()
     if s.version == seen:
         return (gr.skip(),) * 17
-    where = f"{s.task} on {s.dataset}" if s.task else "no run yet"
+    where = s.title or "no run yet"
     baseline = {k[: -len("_random_init")]: v for k, v in s.metrics.items() if k.endswith("_random_init") and k.startswith("knn")}
     done = s.status == "finished" and bool(s.model)
     pickers = [gr.update(choices=REGISTRY.choices(t)) if done else gr.skip() for t in ("rotation", None, None)]
     return (s.version, f"**{s.status}**" + (f" — {s.describe()}" if s.task else ""), progress_html(s),
             plots.loss_curve(s.loss_steps, s.losses, s.history, f"Training loss · {where}"),
-            plots.metric_curve(s.history, f"Held-out probe after each epoch · {s.dataset or '-'} test split", baseline),
+            plots.metric_curve(s.history, f"Held-out probe after each epoch · {dataset_title(s.dataset) or '-'} test split", baseline),
             "\n".join(s.log), results_md(s), gr.update(visible=done, value=f"Use {s.model} in the other tabs"),
             *frame_update(s, seen_frames), *pickers)
 
@@ -221,7 +221,7 @@ with gr.Blocks() as tab:
     job_outputs = [seen_version, job_status, progress, loss_plot, metric_plot, log, results, use_btn,
                    seen_frames, *frame_views, frame_slider]
     frame_slider.release(show_frame, frame_slider, frame_views, api_visibility="private", show_progress="hidden")
-    play_btn.click(lambda: (0, *show_frame(0), gr.Timer(active=True)), None, [frame_slider, *frame_views, play_timer],
+    play_btn.click(lambda: (1, *show_frame(1), gr.Timer(active=True)), None, [frame_slider, *frame_views, play_timer],
                    api_visibility="private")
     play_timer.tick(play_step, frame_slider, [frame_slider, *frame_views, play_timer], api_visibility="private",
                     show_progress="hidden")
