@@ -100,7 +100,9 @@ def linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: 
         loss.backward()
         return loss
 
-    with torch.enable_grad():
+    # fp32 even inside the engine's bf16 autocast (which speeds up the encoders' forward passes):
+    # L-BFGS's line search needs the precision.
+    with torch.enable_grad(), torch.autocast(xs.device.type, enabled=False):
         opt.step(closure)
     with torch.no_grad():
         return float((linear(xt).argmax(1) == test_y).float().mean())

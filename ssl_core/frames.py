@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -231,6 +231,8 @@ class Recorder:
         else:
             if len(self.frames) == 1:
                 self.method = self._choose(fixed, step, elapsed)
+                if self.method == "tsne":  # the untrained frame gets its t-SNE layout too: no jump to frame 2
+                    self.frames[0] = replace(self.frames[0], xy=to_box(self._tsne_start), method="tsne")
             if self.method == "tsne":
                 self._tsne_start = xy = warm_tsne(x, self._tsne_start)
             else:

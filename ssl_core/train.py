@@ -161,10 +161,14 @@ class TrainStep:
             labels = None if labels is None else distributed.gather(labels)
         return nt_xent_loss(z1, z2, cfg.temperature, labels)
 
+    def forward_precision(self) -> torch.autocast:
+        """The step's autocast, for forward passes outside it (probes, evaluation)."""
+        return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
+
     def __call__(self, idx: torch.Tensor, epoch: int = 1) -> torch.Tensor:
         """Take one step; returns the (detached) loss, averaged over the processes of a torchrun launch.
         Raises TrainingError when the loss is not finite (on every process at once)."""
-        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+        with self.forward_precision():
             loss = self.loss(idx)
         seen = loss.detach() if self.group is None else distributed.mean(loss)
         if not torch.isfinite(seen):
@@ -274,7 +278,8 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
     def refit(total: Optional[int]) -> None:
         if total is not None and budget is not None:
             if not budget.reserve:  # the first fit: time a forward pass, set the final evaluation aside
-                budget.set_reserve(_evaluation_estimate(model, parts))
+                with step_fn.forward_precision():
+                    budget.set_reserve(_evaluation_estimate(model, parts))
                 total = budget.fit()
             plan.refit(step, total if group is None else int(distributed.mean(torch.tensor(float(total), device=device))))
 
@@ -321,7 +326,8 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
                 emit(Event("step", epoch, planned(), step, plan.total, since(), loss=float(loss)))
                 frame(epoch)
             epoch_loss, mark = float(torch.stack(losses).mean()), since()
-            probe = quick_probe(model, parts.train, parts.test, cfg.seed + epoch) if main else {}
+            with step_fn.forward_precision():
+                probe = quick_probe(model, parts.train, parts.test, cfg.seed + epoch) if main else {}
             if budget is not None:
                 refit(budget.fit())
             lr = cfg.lr * step_fn.factor(step)  # the rate the next step would take: 0 once the schedule has ended
@@ -337,7 +343,8 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
         model.eval()
         if cfg.minutes is not None:
             cfg.epochs = epoch  # derived from the budget; the card records the epochs run
-        metrics = evaluate(model, parts.train, parts.test, baseline=baseline.to(device)) if main else {}
+        with step_fn.forward_precision():  # bf16 forward passes where training used them: 2.5x faster on AMX
+            metrics = evaluate(model, parts.train, parts.test, baseline=baseline.to(device)) if main else {}
     except (torch.OutOfMemoryError, RuntimeError, MemoryError) as exc:
         if not is_out_of_memory(exc):
             raise
