@@ -26,6 +26,9 @@ TARGETS: dict[str, tuple[str, float]] = {
     "simclr": ("knn_accuracy", 0.45),
     "siamese": ("pair_auc", 0.80),
 }
+# A second, higher mark per task: the targets are reached by the seed's recipe too (its tiny
+# network runs an epoch in seconds), so this says which recipe keeps learning (docs/benchmarks.md).
+STRETCH = {"rotation": 0.78, "simclr": 0.47, "siamese": 0.85}
 BUDGET_MINUTES = {"rotation": 8.0, "simclr": 6.0, "siamese": 4.0}  # each about twice what our recipe needs
 RECIPE_NAMES = ("project", "seed")
 
@@ -37,6 +40,8 @@ class Reached:
     metric: str
     target: float
     minutes: Optional[float]  # training minutes when the probe first reached the target; None: not reached
+    stretch: float  # the higher mark (STRETCH)
+    stretch_minutes: Optional[float]  # ...and when the probe first reached it
     best: float  # the best probe value of the run
     final: float  # the metric on all 10,000 test images at the end of the run
     epochs: int  # epochs run in the budget
@@ -44,8 +49,11 @@ class Reached:
     precision: str
 
     def line(self) -> str:
-        when = f"{self.minutes:.1f} min" if self.minutes is not None else f"not reached in {self.budget:g} min"
-        return (f"{self.task} {self.recipe}: {self.metric} {self.target:g} {when} "
+        def when(minutes: Optional[float]) -> str:
+            return f"{minutes:.1f} min" if minutes is not None else f"not reached in {self.budget:g} min"
+
+        return (f"{self.task} {self.recipe}: {self.metric} {self.target:g} {when(self.minutes)}, "
+                f"{self.stretch:g} {when(self.stretch_minutes)} "
                 f"(probe best {self.best:.3f}; full test split {self.final:.3f} after {self.epochs} epochs, {self.precision})")
 
 
@@ -72,6 +80,7 @@ def measure(task: str, recipe: str, data_dir: Optional[str], minutes: Optional[f
     result = train(cfg, on_event)
     values = [h[metric] for h in result.history if metric in h]
     return Reached(task, recipe, metric, target, first_reached(result.history, metric, target),
+                   STRETCH[task], first_reached(result.history, metric, STRETCH[task]),
                    max(values, default=float("nan")), float(result.metrics.get(metric, float("nan"))),
                    len(result.history), budget, result.machine.get("precision", "?"))
 

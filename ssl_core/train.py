@@ -328,8 +328,9 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
             epoch_loss, mark = float(torch.stack(losses).mean()), since()
             with step_fn.forward_precision():
                 probe = quick_probe(model, parts.train, parts.test, cfg.seed + epoch) if main else {}
-            if budget is not None:
-                refit(budget.fit())
+            if budget is not None:  # a budget that would leave a sliver of an epoch ends here instead
+                total = budget.fit()
+                refit(step if total is not None and total - step < steps_per_epoch // 10 else total)
             lr = cfg.lr * step_fn.factor(step)  # the rate the next step would take: 0 once the schedule has ended
             # train_seconds: the steps' own time, without probes, frames and saved states (time to accuracy)
             history.append({"epoch": epoch, "loss": epoch_loss, **probe, "lr": lr, "elapsed": since(),
