@@ -39,11 +39,11 @@ def finish(job: TrainingJob, timeout: float = 120.0):
 def poison_weights_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
     """Let the real engine build its model, then set one weight to NaN when `step` steps are done,
     as a diverging run does. The engine's own loss check must catch it."""
-    real_build = engine.build_model
+    real_build = engine.model_for
     built: list[torch.nn.Module] = []
 
-    def build_and_watch(task: str, **kw):
-        model = real_build(task, **kw)
+    def build_and_watch(cfg):  # noqa: ANN001, ANN202
+        model = real_build(cfg)
         built.append(model)
         return model
 
@@ -57,7 +57,7 @@ def poison_weights_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
         calls["n"] += 1
         return real_loss(self, idx)
 
-    monkeypatch.setattr(engine, "build_model", build_and_watch)
+    monkeypatch.setattr(engine, "model_for", build_and_watch)
     monkeypatch.setattr(engine.TrainStep, "loss", step_then_poison)
 
 
