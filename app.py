@@ -39,7 +39,8 @@ def list_models() -> list[str]:
 
 with gr.Blocks(title="SSL Playground", analytics_enabled=False) as demo:  # offline machines: no phoning home
     gr.Markdown("# SSL Playground\nSelf-supervised learning on small images: **rotation prediction** (RotNet), a "
-                "**Siamese** encoder trained with contrastive pairs (Hadsell et al. 2006), and **SimCLR** (no labels). "
+                "**Siamese** encoder trained on same/different-class pairs (Hadsell et al. 2006; for photos every "
+                "pair in the batch at once, as SupCon does), and **SimCLR** (no labels). "
                 "Models trained on **CIFAR-10** photos answer by default; models trained on handwritten **digits** "
                 "are in each tab's model picker, next to any run you train in the *Train* tab.")
     with gr.Tabs():

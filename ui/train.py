@@ -124,7 +124,7 @@ def poll(seen: int, seen_frames: str) -> tuple:
     pickers = [gr.update(choices=REGISTRY.choices(t)) if done else gr.skip() for t in ("rotation", None, None)]
     return (s.version, f"**{s.status}**" + (f" — {s.describe()}" if s.task else ""), progress_html(s),
             plots.loss_curve(s.loss_steps, s.losses, s.history, f"Training loss · {where}"),
-            plots.metric_curve(s.history, f"Held-out probe after each epoch · {dataset_title(s.dataset) or '-'} test split", baseline),
+            plots.metric_curve(s.history, f"Held-out probe after each epoch · {dataset_title(s.dataset) + ' ' if s.dataset else ''}test split", baseline),
             "\n".join(s.log), results_md(s), gr.update(visible=done, value=f"Use {s.model} in the other tabs"),
             *frame_update(s, seen_frames), *pickers)
 
@@ -172,10 +172,10 @@ with gr.Blocks() as tab:
                 epochs = gr.Number(value=defaults[0], label="Epochs", precision=0, minimum=1, maximum=500)
                 batch_size = gr.Number(value=defaults[1], label="Batch size", precision=0, minimum=2, maximum=4096)
                 lr = gr.Number(value=defaults[2], label="Learning rate", minimum=1e-6, maximum=1.0)
+            cost = gr.Markdown()  # what the chosen run costs here: next to the button that starts it
             with gr.Row():
                 start_btn = gr.Button("Start training", variant="primary")
                 stop_btn = gr.Button("Stop", variant="stop")
-            cost = gr.Markdown()
             # start_training's optional parameters past the form's: set by the choice above, or by API clients.
             minutes_sent = gr.Number(value=None, visible=False, label="minutes")
             resume = gr.Textbox(value="", visible=False, label="resume")
