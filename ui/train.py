@@ -209,8 +209,9 @@ with gr.Blocks() as tab:
         trigger(form_defaults, [task, dataset], [epochs, batch_size, lr], api_visibility="private")
     dataset.change(dataset_inputs, dataset, [data_dir, zip_file], api_visibility="private")
     dataset.change(length_default, dataset, train_for, api_visibility="private")
+    cost_inputs = [task, dataset, train_for, epochs, minutes, batch_size]
     for trigger in (task.change, dataset.change, train_for.change, epochs.change, minutes.change, batch_size.change):
-        trigger(run_cost, [task, dataset, train_for, epochs, minutes, batch_size], cost, api_visibility="private")
+        trigger(run_cost, cost_inputs, cost, api_visibility="private")
     for trigger in (train_for.change, minutes.change):
         trigger(minutes_to_send, [train_for, minutes], minutes_sent, api_visibility="private")
     start_btn.click(start_training, [task, dataset, epochs, batch_size, lr, data_dir, zip_file, minutes_sent, resume],
