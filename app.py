@@ -60,8 +60,6 @@ with gr.Blocks(title="SSL Playground", analytics_enabled=False) as demo:  # offl
     train.timer.tick(train.poll, [train.seen_version, train.seen_frames], train.job_outputs + pickers, api_visibility="private",
                      show_progress="hidden", queue=False)  # a snapshot copy: no need to wait in line
     demo.load(train.refresh_pickers, None, pickers, api_visibility="private", queue=False)
-    # What the form's default run costs here, before anything is changed (the pace is timed once per server).
-    demo.load(train.run_cost, train.cost_inputs, train.cost, api_visibility="private")
     gr.api(list_models, api_name="list_models", queue=False)
 
 
