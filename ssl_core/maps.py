@@ -3,7 +3,8 @@ encoder's, the images themselves drawn at their places (a mosaic), the image at 
 and an upload placed among them.
 
 Which held-out images: the test split of the checkpoint's dataset, never trained on. For CIFAR-10
-that is all 10,000 test images when they are on this machine (the card's data folder), else the
+that is all 10,000 test images when they are on this machine (the card's data folder, or where the
+app keeps CIFAR-10 when the card names none), else the
 2,000 shipped in `assets/cifar10-test-sample.safetensors` (the first 200 files of each class).
 Maps always show those same 2,000 images (`MAP_PER_CLASS` per class), so a map looks the same on a
 laptop and on a Space and t-SNE stays at seconds; nearest neighbours search everything on hand.
