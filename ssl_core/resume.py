@@ -62,6 +62,9 @@ class TrainState:
     optimizer: dict  # the optimiser's state_dict
     rng: dict = field(default_factory=dict)  # generator name -> its uint8 state
     frames: str = ""  # the learning frames so far (frames.to_json), so a resumed run's replay starts at its start
+    # speed.machine() of each stretch of the run, with the first epoch it trained ("from_epoch"): a run
+    # carried across sessions may have run on different CPUs, and its card says which epochs ran where.
+    machines: list = field(default_factory=list)
 
 
 def state_folder(out: str | os.PathLike) -> Path:
@@ -99,7 +102,8 @@ def save_state(out: str | os.PathLike, state: TrainState) -> Path:
     meta = {"format": FORMAT, "config": state.config, "epoch": state.epoch, "step": state.step,
             "schedule": state.schedule, "scheduler": state.scheduler, "history": state.history,
             "elapsed": state.elapsed, "train_images": state.train_images, "steps_per_epoch": state.steps_per_epoch,
-            "optimizer": {"param_groups": state.optimizer["param_groups"], "state": opt_state}}
+            "optimizer": {"param_groups": state.optimizer["param_groups"], "state": opt_state},
+            "machines": state.machines}
 
     def write(tmp: Path) -> None:
         save_file(tensors, str(tmp / TENSORS), metadata={"format": "ssl_core resume"})
@@ -152,7 +156,8 @@ def load_state(out: str | os.PathLike) -> TrainState:
             opt_state.setdefault(int(index), {})[key] = value
     return TrainState(meta["config"], int(meta["epoch"]), int(meta["step"]), meta["schedule"], meta["scheduler"],
                       meta["history"], float(meta["elapsed"]), int(meta["train_images"]), int(meta["steps_per_epoch"]),
-                      model, {"state": opt_state, "param_groups": groups}, rng, _read_frames(folder, where))
+                      model, {"state": opt_state, "param_groups": groups}, rng, _read_frames(folder, where),
+                      list(meta.get("machines", [])))  # states written before machines were recorded lack them
 
 
 def _read_frames(folder: Path, where: str) -> str:

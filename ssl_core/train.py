@@ -79,6 +79,7 @@ class TrainResult:
     state: Optional[Path] = None  # a stopped run's resumable state (the last finished epoch), if any
     frames: list = field(default_factory=list)  # frames.Frame: the held-out sample as training went
     machine: dict = field(default_factory=dict)  # speed.machine(): device, CPU model, precision, threads
+    # (a resumed run adds "sessions": each stretch's machine and the first epoch it trained)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -287,6 +288,7 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
     scale = "" if group is None else (f", {world} processes ({group.backend}), batch {info['effective_batch']} "
                                       f"= {world} x {batch}, learning rate {cfg.lr:g}")
     again = f"; resumed after epoch {epoch} ({step} steps)" if state is not None else ""
+    machines = (list(state.machines) if state is not None else []) + [dict(machine(device, precision), from_epoch=epoch + 1)]
     emit(Event("start", epoch + 1, planned(), step, plan.total, since(),
                message=f"{cfg.task} on {data.source or data.name}: {n:,} training and {len(parts.test):,} test images, "
                        f"{cfg.arch} encoder, {device.type} {precision}{scale}{again}"))
@@ -339,7 +341,7 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
             frame(epoch, end=True)
             if out is not None and main:
                 kept = save_state(out, _capture(cfg, epoch, step, history, since(), n, steps_per_epoch, model, step_fn, rngs,
-                                                recorder))
+                                                recorder, machines))
             overhead[0] += since() - mark - (recorder.frames[-1].seconds if recorder else 0.0)
         model.eval()
         if cfg.minutes is not None:
@@ -353,7 +355,15 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
     seconds = since()
     emit(Event("done", epoch, epoch, step, step, seconds, metrics=metrics, message="finished"))
     return TrainResult(model, cfg, metrics, history, data, seconds, is_main=main, distributed=info,
-                       frames=recorder.frames if recorder else [], machine=machine(device, precision))
+                       frames=recorder.frames if recorder else [], machine=_machine_record(machines))
+
+
+def _machine_record(machines: list[dict]) -> dict:
+    """The card's `machine`: where the run finished, plus every stretch when it was resumed."""
+    record = {k: v for k, v in machines[-1].items() if k != "from_epoch"}
+    if len(machines) > 1 or machines[0]["from_epoch"] > 1:
+        record["sessions"] = machines
+    return record
 
 
 def _evaluation_estimate(model: SSLModel, parts: Split) -> float:
@@ -368,11 +378,12 @@ def _evaluation_estimate(model: SSLModel, parts: Split) -> float:
 
 def _capture(cfg: TrainConfig, epoch: int, step: int, history: list, elapsed: float, n: int, steps_per_epoch: int,
              model: SSLModel, step_fn: TrainStep, rngs: dict[str, torch.Generator],
-             recorder: Optional[frames.Recorder]) -> TrainState:
+             recorder: Optional[frames.Recorder], machines: list[dict]) -> TrainState:
     """Everything random or learned at the end of an epoch, for resume.save_state."""
     return TrainState(cfg.to_dict(), epoch, step, step_fn.plan.to_dict(), step_fn.schedule.state_dict(), history,
                       elapsed, n, steps_per_epoch, model.state_dict(), step_fn.optimizer.state_dict(),
-                      rng_states(rngs, step_fn.device), frames.to_json(recorder.frames) if recorder and recorder.frames else "")
+                      rng_states(rngs, step_fn.device), frames.to_json(recorder.frames) if recorder and recorder.frames else "",
+                      machines)
 
 
 def _prepare_in_turn(cfg: TrainConfig, progress: Callable[[str, float], None],

@@ -71,6 +71,10 @@ def test_a_stopped_run_resumed_ends_as_an_uninterrupted_one(uninterrupted, stopp
     card = json.loads((out / "card.json").read_text())
     assert len(card["history"]) == card["config"]["epochs"] == 2
     assert result.seconds >= result.history[0]["elapsed"]  # the clock goes on from the stopped run's
+    # The card says where each stretch ran: a run carried across sessions may change CPU.
+    sessions = card["machine"]["sessions"]
+    assert [s["from_epoch"] for s in sessions] == [1, 2] and all(s["cpu"] == card["machine"]["cpu"] for s in sessions)
+    assert "sessions" not in uninterrupted.machine and uninterrupted.machine["precision"] in ("fp32", "bf16")
 
 
 @pytest.mark.parametrize("damage, message", [
