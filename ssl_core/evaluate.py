@@ -162,14 +162,18 @@ def pair_metrics(train_emb: torch.Tensor, train_labels: torch.Tensor, test_emb: 
     """Pair ROC-AUC and accuracy on held-out pairs, at a threshold calibrated on training pairs."""
     a, b, same = fixed_pairs(train_labels)
     threshold = calibrate_threshold(pair_distances(train_emb, a, b), same.numpy())
-    a, b, same = fixed_pairs(test_labels, seed=4321)
-    d = pair_distances(test_emb, a, b)
-    s = same.numpy()
+    d, s = _held_out_pairs(test_emb, test_labels, seed=4321)
     return {
         "pair_auc": float(roc_auc_score(s, -d)),
         "pair_accuracy": float(np.mean((d <= threshold) == (s > 0.5))),
         "threshold": threshold,
     }
+
+
+def _held_out_pairs(emb: torch.Tensor, labels: torch.Tensor, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distances of balanced fixed pairs of held-out images, and whether each pair shares a class."""
+    a, b, same = fixed_pairs(labels, seed=seed)
+    return pair_distances(emb, a, b), same.numpy()
 
 
 QUICK_PROBE_IMAGES = 2000  # per-epoch curves use at most this many images; the final evaluation uses all
@@ -186,8 +190,8 @@ def quick_probe(model: SSLModel, train: ImageSet, test: ImageSet, seed: int) -> 
     test_emb = embed(model, test.images)
     out = {"knn_accuracy": knn_accuracy(embed(model, train.images), train.labels, test_emb, test.labels)}
     if model.args.task in ("siamese", "simclr"):
-        a, b, same = fixed_pairs(test.labels, seed=seed)
-        out["pair_auc"] = float(roc_auc_score(same.numpy(), -pair_distances(test_emb, a, b)))
+        d, same = _held_out_pairs(test_emb, test.labels, seed)
+        out["pair_auc"] = float(roc_auc_score(same, -d))
     return out
 
 
