@@ -50,7 +50,7 @@ with gr.Blocks(title="SSL Playground", analytics_enabled=False) as demo:  # offl
             similarity.tab.render()
         with gr.Tab("Embeddings") as embeddings_tab:
             embeddings.tab.render()
-        with gr.Tab("Train"):
+        with gr.Tab("Train") as train_tab:
             train.tab.render()
 
     pickers = [rotation.model, similarity.model, embeddings.model]
@@ -60,6 +60,9 @@ with gr.Blocks(title="SSL Playground", analytics_enabled=False) as demo:  # offl
     train.timer.tick(train.poll, [train.seen_version, train.seen_frames], train.job_outputs + pickers, api_visibility="private",
                      show_progress="hidden", queue=False)  # a snapshot copy: no need to wait in line
     demo.load(train.refresh_pickers, None, pickers, api_visibility="private", queue=False)
+    # What the form's run costs here, before anything is changed: on opening the tab, so only a visitor
+    # who may train pays for timing a few steps (once per server and encoder; milliseconds for digits).
+    train_tab.select(train.run_cost, train.cost_inputs, train.cost, api_visibility="private")
     gr.api(list_models, api_name="list_models", queue=False)
 
 

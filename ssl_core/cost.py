@@ -127,7 +127,7 @@ def describe_run(task: str, dataset: str, epochs: object, minutes: object, batch
         per = f" per {guess.train_images:,} images" if guess.per_images else ""
         text = f"{format_minutes(cfg.minutes)}: about {guess.epochs:.1f} epochs{per} fit on this machine, evaluation included."
     else:
-        text = f"{cfg.epochs} epochs: {guess.describe()}, evaluation included."
+        text = f"{cfg.epochs} epoch{'' if cfg.epochs == 1 else 's'}: {guess.describe()}, evaluation included."
     if cap is not None and (cfg.minutes or guess.minutes) > cap:
         text += f" Runs on this public Space are capped at {cap:g} minutes."
     return text

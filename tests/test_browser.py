@@ -163,7 +163,10 @@ def test_short_training_draws_its_curve_and_frames(page) -> None:
     # One epoch: a short run still gets four frames (untrained, a third, two thirds, the end), all
     # this needs; on a loaded shared 2-core machine 4 epochs have taken over 2 minutes.
     page.get_by_role("tab", name="Train").click()
+    # The default run's cost is there before the form is touched, and follows the form.
+    page.get_by_text(re.compile(r"^\d+ epochs: about \d+ (s|min) on this machine, evaluation included")).wait_for(timeout=30_000)
     page.get_by_role("spinbutton", name="Epochs").fill("1")
+    page.get_by_text(re.compile(r"^1 epoch: about \d+ s on this machine")).wait_for(timeout=30_000)
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Started siamese on digits").wait_for(timeout=15_000)
     # The loss curve gets points while training runs: plotly draws one path per trace.
