@@ -5,6 +5,7 @@ Skipped, with the reason, where `../shared/data` is not beside the repository.
 
 from __future__ import annotations
 
+import math
 import os
 import tarfile
 from pathlib import Path
@@ -103,23 +104,47 @@ def test_short_siamese_run_separates_classes_better_than_random_init(cifar_slice
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
+# Issue 17's floors, on all 10,000 official test images, for the models retrained with its recipes.
+FLOORS = {
+    "rotation": {"rotation_accuracy": 0.87, "linear_probe_accuracy": 0.62},
+    "siamese": {"pair_auc": 0.92, "knn_accuracy": 0.72},
+    "simclr": {"knn_accuracy": 0.62, "linear_probe_accuracy": 0.68},
+}
+# Models still answering with the previous recipe's card (issue 10's floors) until their retrain ends.
+NOT_YET_RETRAINED = {"siamese", "simclr"}
+# Where a retrained card is still short of issue 17's floor (the issue stays open for it): the level
+# it does reach, so it cannot slip back. The width-32 rotation run of 146 epochs reached 0.864.
+SHORT_OF_FLOOR = {"rotation": {"rotation_accuracy": 0.86}}
+
+
 @pytest.mark.parametrize("task", ["rotation", "siamese", "simclr"])
 def test_shipped_cifar10_cards_meet_their_floors(task: str) -> None:
     """The shipped models' own cards, measured on all 10,000 official test images when they were trained."""
     import json
 
-    card = json.loads((SHIPPED / f"cifar10-{task}" / "card.json").read_text())
+    from ssl_core import frames
+
+    folder = SHIPPED / f"cifar10-{task}"
+    card = json.loads((folder / "card.json").read_text())
     m = card["metrics"]
     assert card["dataset"] == "cifar10" and card["dataset_source"] == "CIFAR-10 (JPEG copy)"
     assert m["test_images"] == 10_000 and m["train_images"] == 50_000 and card["metrics_split"] == "test"
     assert card["arch"] == "convnet" and card["config"]["epochs"] == len(card["history"])
-    assert "linear_probe_accuracy" in card["evaluation"]
-    if task == "rotation":
-        assert m["rotation_accuracy"] >= 0.80
-        assert m["linear_probe_accuracy"] >= m["linear_probe_accuracy_random_init"] + 0.10
-    elif task == "siamese":
-        assert m["pair_auc"] >= 0.85
+    assert "linear_probe_accuracy" in card["evaluation"] and card["config"]["data_dir"] is None
+    for key in ("linear_probe_accuracy", "knn_accuracy"):  # the untrained encoder's numbers are beside them
+        assert m[key] > m[f"{key}_random_init"], key
+    if task in NOT_YET_RETRAINED:
         assert m["knn_accuracy"] >= m["knn_accuracy_random_init"] + 0.05
-    else:
-        assert m["knn_accuracy"] >= m["knn_accuracy_random_init"] + 0.05
-        assert m["linear_probe_accuracy"] >= m["linear_probe_accuracy_random_init"] + 0.05
+        assert task != "siamese" or m["pair_auc"] >= 0.85
+        return
+    for key, floor in dict(FLOORS[task], **SHORT_OF_FLOOR.get(task, {})).items():
+        assert m[key] >= floor, (key, m[key], floor)
+    # Trained for a wall-clock budget, with the machine(s) and precision it ran on, and its frames.
+    assert card["config"]["minutes"] > 0 and card["config"]["width"] == 32
+    machine = card["machine"]
+    assert machine["cpu"] and machine["precision"] in ("bf16", "fp32")
+    assert all(s["cpu"] and s["from_epoch"] >= 1 for s in machine.get("sessions", []))
+    shots = frames.load(folder)
+    assert shots[0].epoch == 0 and math.ceil(shots[-1].epoch) == card["config"]["epochs"]  # a budget may end mid-epoch
+    assert len(shots) >= card["config"]["epochs"] + 1 and len(shots[0].xy) == 1000
+    assert not (folder / "resume").exists()  # a finished run leaves no resumable state behind
