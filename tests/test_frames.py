@@ -112,3 +112,25 @@ def test_projector_export_for_the_held_out_sample(shipped_checkpoints: Path, tmp
     ref = reference(model)
     assert name == ref.class_name(int(index))
     assert np.allclose([float(v) for v in rows[0].split("\t")], ref.embeddings[int(index)].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_shipped_cifar10_replay_shows_its_images_without_cifar10(shipped_checkpoints: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a fresh Space CIFAR-10 is not there: the frames' 1,000 sample images come from the assets."""
+    from ssl_core import replay
+
+    monkeypatch.setenv("SSL_DATA_DIR", str(tmp_path / "empty"))  # CIFAR-10 is nowhere on this machine
+    registry = ModelRegistry(shipped_checkpoints, tmp_path / "runs")
+    model = registry.load("cifar10-rotation")
+    shots = registry.learning_frames("cifar10-rotation")
+    images = replay.sample_images(model, shots)
+    assert images is not None and images.shape == (1000, 3, 32, 32)
+    from safetensors.torch import load_file
+
+    shipped = load_file(str(replay.FRAME_SAMPLE_FILE))
+    assert np.array_equal(shipped["rows"].numpy(), shots[0].sample.rows)
+    assert np.array_equal(shipped["labels"].numpy(), shots[0].sample.labels)
+    # Another run's rows (a different split) get no images rather than the wrong ones.
+    other = shots[0].sample.rows.copy()
+    other[0] += 1
+    assert replay._shipped_frame_sample(model.card, other) is None
