@@ -41,10 +41,15 @@ LAYOUTS = {"first": "PCA of the untrained embedding (the first frame: nothing be
            "pca": "PCA aligned to the previous frame", "tsne": "t-SNE from the previous frame"}
 
 
+def epoch_label(epoch: float) -> str:
+    """"12", "1.5", "145.9": a frame within an epoch (short runs, a budget's last) to one decimal."""
+    return f"{round(epoch, 1):g}"
+
+
 def describe(frame: Frame, index: int, count: int) -> str:
     s = frame.sample
     knn = "" if frame.knn_accuracy is None else f" · kNN accuracy **{format_metric('knn_accuracy', frame.knn_accuracy)}**"
-    when = "untrained encoder" if frame.step == 0 else f"epoch {frame.epoch:g}, step {frame.step}"
+    when = "untrained encoder" if frame.step == 0 else f"epoch {epoch_label(frame.epoch)}, step {frame.step}"
     return (f"**Frame {index + 1} of {count}**: {when}{knn} on the {s.about} ({KNN_ABOUT}). "
             f"Layout: {LAYOUTS['first' if index == 0 else frame.method]}; "
             f"this frame cost {frame.seconds:.2f} s at {frame.elapsed:.0f} s of training.")
@@ -54,7 +59,7 @@ def view(frames: list[Frame], index: int, name: str, images: Optional[torch.Tens
     """Frame `index` of `frames` (clamped); `images`: the sample's images when the frames lack them."""
     index = max(0, min(int(index), len(frames) - 1))
     f, s = frames[index], frames[index].sample
-    when = "untrained" if f.step == 0 else f"epoch {f.epoch:g}"
+    when = "untrained" if f.step == 0 else f"epoch {epoch_label(f.epoch)}"
     # Titles stay short (half-width plots); the caption names the sample in full.
     fig = plots.frame_map(f.xy, s.labels, s.class_names, s.rows, f"{name} · {when}")
     panel = None
@@ -132,5 +137,5 @@ def knn_story(frames: list[Frame]) -> str:
         return ""
     a, b = known[0], known[-1]
     return (f"kNN accuracy of the held-out sample: {format_metric('knn_accuracy', a.knn_accuracy)} untrained → "
-            f"{format_metric('knn_accuracy', b.knn_accuracy)} at epoch {b.epoch:g}; "
+            f"{format_metric('knn_accuracy', b.knn_accuracy)} at epoch {epoch_label(b.epoch)}; "
             f"{len(frames)} frames, {np.mean([f.seconds for f in frames]):.2f} s each on average.")
