@@ -190,8 +190,9 @@ print(plain, faults_per_cycle())
 @pytest.mark.slow
 def test_ctrl_c_stops_the_cli_at_the_next_step_and_writes_nothing(tmp_path: Path) -> None:
     """The first Ctrl-C (SIGINT) ends a run cleanly at the next step: a message, exit status 130,
-    and no checkpoint or temporary folder left behind."""
+    and no checkpoint or temporary folder left behind (a resumable state only if an epoch finished)."""
     import os
+    import re
     import signal
     import subprocess
     import sys
@@ -201,13 +202,20 @@ def test_ctrl_c_stops_the_cli_at_the_next_step_and_writes_nothing(tmp_path: Path
                              "--out", str(tmp_path / "run")], cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = ""
-    while "simple encoder, " not in seen:  # the start line: the steps begin
+    while "epoch 1/20" not in seen:  # the first epoch's progress bar: the steps are under way
         ch = proc.stdout.read(1)
         assert ch, seen[-2000:]
         seen += ch
-    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, (seen + rest)[-2000:]
-    assert "stopped by request after 0 of 20 epochs: no checkpoint written." in rest
-    assert list(tmp_path.iterdir()) == []
+    # A fast CPU (CI's) can finish a digits epoch (well under a second) before the signal lands:
+    # then the finished epochs are kept to resume, and still no checkpoint is written.
+    done = re.search(r"stopped by request after (\d+) of 20 epochs: (.*)", rest)
+    assert done, rest[-2000:]
+    if done.group(1) == "0":
+        assert done.group(2) == "no checkpoint written."
+        assert list(tmp_path.iterdir()) == []
+    else:
+        assert done.group(2).startswith("resumable state kept in"), done.group(0)
+        assert [p.name for p in (tmp_path / "run").iterdir()] == ["resume"]
