@@ -76,7 +76,15 @@ def page(app_url):
 
 def _shot(page, name: str) -> None:
     # Output images arrive as separate requests after the answer text: wait for them to be drawn.
-    page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=15_000)
+    # Gradio marks gallery images lazy, and Chromium never fetches one far below the viewport, so the
+    # full-page picture asks for every shown image now (which one lies below depends on the layout).
+    page.evaluate("document.querySelectorAll('img[loading=lazy]').forEach(i => { i.loading = 'eager'; })")
+    shown = "Array.from(document.images).filter(i => i.checkVisibility())"
+    try:
+        page.wait_for_function(f"{shown}.every(i => i.complete)", timeout=30_000)
+    except Exception as exc:
+        waiting = page.evaluate(f"{shown}.filter(i => !i.complete).map(i => i.src.slice(-60))")
+        raise AssertionError(f"{name}: images still not drawn after 30 s: {waiting}") from exc
     page.wait_for_timeout(300)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
