@@ -166,14 +166,15 @@ class TrainingJob:
             self._pending = []
             self._state = JobSnapshot(status="loading", version=self._state.version + 1, task=cfg.task, dataset=dataset,
                                       who=who, config=cfg.to_dict(), started=time.time(), epochs=int(cfg.epochs))
-            length = f"{cfg.epochs} epochs" if cfg.minutes is None else f"{cfg.minutes:g} minutes"
+            length = (f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}" if cfg.minutes is None
+                      else f"{cfg.minutes:g} minute{'s' if cfg.minutes != 1 else ''}")
             again = f", resuming {resume}" if resume else ""
             self._log_locked(f"{cfg.task} on {dataset}: {length}, batch {cfg.batch_size}, lr {cfg.lr:g}{again} (started by {who})")
             out = self.runs_dir / (resume or run_name(cfg))
             self._thread = threading.Thread(target=self._run, args=(cfg, self._stop, out, resume), name="ssl-training",
                                             daemon=True)
             self._thread.start()
-        return True, f"{'Resumed' if resume else 'Started'} {cfg.task} on {dataset} for {length}."
+        return True, f"{'Resumed' if resume else 'Started'} {cfg.task} on {dataset_title(dataset)} for {length}."
 
     def stop(self, wait: float = 2.0) -> str:
         """Ask the run to end before its next step; waits up to `wait` seconds for it to do so."""

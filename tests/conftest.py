@@ -1,9 +1,10 @@
-"""Shared fixtures: the digits split, a tiny fake CIFAR-10 in the real on-disk layout, trained models."""
+"""Shared fixtures: the digits split, a slice of the shared CIFAR-10 JPEG copy, a tiny fake CIFAR-10 in the real on-disk layout, trained models."""
 
 from __future__ import annotations
 
 import os
 import socket
+import tarfile
 from pathlib import Path
 from typing import Callable
 
@@ -13,6 +14,31 @@ import torch
 # Tests never touch the network, and two cores are all CI has.
 os.environ.setdefault("SSL_DATA_DIR", "/nonexistent-ssl-data")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# The shared CIFAR-10 JPEG copy (official split) beside the repository, where CI has it too.
+SHARED_TAR = Path(os.environ.get("SSL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "cifar10-jpeg.tar.gz"
+SLICE_TRAIN_PER_CLASS, SLICE_TEST_PER_CLASS = 200, 100
+
+
+def _in_slice(name: str) -> bool:
+    parts = name.split("/")  # cifar10-jpeg/<split>/<class>/<index>.jpg
+    if len(parts) != 4 or not parts[3].endswith(".jpg"):
+        return False
+    keep = SLICE_TRAIN_PER_CLASS if parts[1] == "train" else SLICE_TEST_PER_CLASS
+    return int(parts[3][:-4]) < keep
+
+
+@pytest.fixture(scope="session")
+def cifar_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """200 training and 100 test images per class, extracted from the shared copy into a temp folder."""
+    if not SHARED_TAR.is_file():
+        pytest.skip(f"the shared CIFAR-10 JPEG copy is not at {SHARED_TAR} (see ../shared/data/README.md)")
+    root = tmp_path_factory.mktemp("cifar10-slice")
+    with tarfile.open(SHARED_TAR, "r:gz") as tar:
+        for member in tar:  # streamed: the members are read in order, once
+            if member.isfile() and _in_slice(member.name):
+                tar.extract(member, root, filter="data")
+    return root / "cifar10-jpeg"
 
 
 def write_fake_cifar(root: Path, per_batch: int = 20, seed: int = 0) -> Path:

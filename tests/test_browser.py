@@ -4,7 +4,9 @@ Runs `python app.py` as a user would (its own process, temporary runs and map-ca
 then: a photo uploaded on Rotation gets the CIFAR-10 model's answer, the picker switches to the
 digits model, a drawing is answered, an example pair is compared, the CIFAR-10 map shows its
 images and a click on one shows it with its neighbours, and a short digits training draws its
-curve and learning frames whose map moves, ends with held-out metrics and is offered to the pickers. Screenshots go to test-artifacts/.
+curve and learning frames whose map moves, ends with held-out metrics and is offered to the pickers;
+a CIFAR-10 rotation run (a slice of the shared JPEG copy) shows its turn table and a map that moves.
+Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from ssl_core import TASK_TITLES
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +38,8 @@ def app_url(tmp_path_factory, free_port):
     pytest.importorskip("playwright.sync_api")
     port = free_port()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False",
-               SSL_RUNS_DIR=str(tmp_path_factory.mktemp("runs")), SSL_CACHE_DIR=str(tmp_path_factory.mktemp("cache")))
+               SSL_RUNS_DIR=str(tmp_path_factory.mktemp("runs")), SSL_CACHE_DIR=str(tmp_path_factory.mktemp("cache")),
+               SSL_DATA_DIR=str(tmp_path_factory.mktemp("data")))  # no CIFAR-10 kept there: the shipped samples answer
     log = open(tmp_path_factory.mktemp("log") / "app.log", "w+")
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -198,3 +203,30 @@ def test_short_training_draws_its_curve_and_frames(page) -> None:
     _shot(page, "07-training-finished")
     page.get_by_role("tab", name="Similarity").click()
     assert page.get_by_label("Encoder (task · data · held-out score)").first.input_value().startswith("siamese-digits-")
+
+
+def test_a_cifar10_rotation_run_shows_its_turns_and_a_moving_map(page, cifar_slice) -> None:
+    """Issue 18 on photos: a CIFAR-10 run (2,000 training images of the JPEG copy, its 1,000 test
+    images held out) draws the turn table per frame, and two frames' maps differ on screen."""
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_role("radio", name=TASK_TITLES["rotation"]).check()
+    page.get_by_role("radio", name=re.compile("^CIFAR-10")).check()
+    page.get_by_placeholder("/path/to/images").fill(str(cifar_slice))
+    page.get_by_role("radio", name="epochs", exact=True).check()  # CIFAR-10 defaults to minutes
+    page.get_by_role("spinbutton", name="Epochs").fill("1")
+    page.get_by_text(re.compile(r"^1 epoch: about \d+ (s|min) on this machine")).wait_for(timeout=30_000)
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Started rotation on CIFAR-10").wait_for(timeout=15_000)
+    page.get_by_text(re.compile("^Turn said for each turn applied")).filter(visible=True).first.wait_for(timeout=120_000)
+    page.get_by_role("button", name=re.compile("^Use rotation-cifar10-")).wait_for(timeout=240_000)
+    body = page.locator("body").inner_text()
+    assert "Measured on the CIFAR-10 test split (1000 held-out images; trained on 2000" in body, body[-3000:]
+    # Replay from the untrained frame: the map on screen at the first and last frames differs.
+    page.locator("button:visible", has_text="Play from the start").click()
+    first = _frame_map_at(page, "untrained")
+    page.locator(".js-plotly-plot:visible").filter(has_text="untrained").first.screenshot(path=ARTIFACTS / "08a-cifar10-frame-first.png")
+    last = _frame_map_at(page, "epoch 1")
+    page.locator(".js-plotly-plot:visible").filter(has_text="epoch 1").first.screenshot(path=ARTIFACTS / "08b-cifar10-frame-last.png")
+    assert first != last, "the CIFAR-10 map did not move while it learned"
+    assert (ARTIFACTS / "08a-cifar10-frame-first.png").read_bytes() != (ARTIFACTS / "08b-cifar10-frame-last.png").read_bytes()
+    _shot(page, "08-cifar10-rotation-finished")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -17,29 +16,7 @@ from ssl_core.data import CIFAR10_CLASSES, load_cifar10, load_dataset, split
 from ssl_core.images import to_model_image
 from ssl_core.train import TrainConfig, train
 
-SHARED_TAR = Path(os.environ.get("SSL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "cifar10-jpeg.tar.gz"
-TRAIN_PER_CLASS, TEST_PER_CLASS = 200, 100
-
-
-def _wanted(name: str) -> bool:
-    parts = name.split("/")  # cifar10-jpeg/<split>/<class>/<index>.jpg
-    if len(parts) != 4 or not parts[3].endswith(".jpg"):
-        return False
-    keep = TRAIN_PER_CLASS if parts[1] == "train" else TEST_PER_CLASS
-    return int(parts[3][:-4]) < keep
-
-
-@pytest.fixture(scope="session")
-def cifar_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """200 training and 100 test images per class, extracted from the shared copy into a temp folder."""
-    if not SHARED_TAR.is_file():
-        pytest.skip(f"the shared CIFAR-10 JPEG copy is not at {SHARED_TAR} (see ../shared/data/README.md)")
-    root = tmp_path_factory.mktemp("cifar10-slice")
-    with tarfile.open(SHARED_TAR, "r:gz") as tar:
-        for member in tar:  # streamed: the members are read in order, once
-            if member.isfile() and _wanted(member.name):
-                tar.extract(member, root, filter="data")
-    return root / "cifar10-jpeg"
+from conftest import SLICE_TEST_PER_CLASS as TEST_PER_CLASS
 
 
 @pytest.fixture
