@@ -280,6 +280,19 @@ def tsne_compare(n: int = 10_000, dim: int = 128, seed: int = 0, repeats: int = 
 
 
 # ------------------------------------------------------------------------------------------ CLI
+def comma_list(allowed: tuple[str, ...], both: bool = False) -> Callable[[str], list[str]]:
+    """An argparse type: comma-separated names from `allowed` (with `both`, the word "both" is all of
+    them), so a misspelt one is refused at once instead of being run under its wrong name."""
+    def parse(text: str) -> list[str]:
+        names = list(allowed) if both and text == "both" else [n.strip() for n in text.split(",") if n.strip()]
+        wrong = [n for n in names if n not in allowed]
+        if wrong or not names:
+            raise argparse.ArgumentTypeError(f"{', '.join(wrong) or 'nothing'}: choose from {', '.join(allowed)}"
+                                             + (" or both" if both else ""))
+        return names
+    return parse
+
+
 def bench_command(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     try:
@@ -299,7 +312,7 @@ def bench_command(args: argparse.Namespace) -> int:
         from .speed import cpu_model
 
         print(f"CPU: {cpu_model()}", flush=True)
-        results = tta.run(args.tasks.split(","), args.recipes.split(","), args.data_dir, args.minutes, args.precision,
+        results = tta.run(args.tasks, args.recipes, args.data_dir, args.minutes, args.precision,
                           log=lambda s: print(s, flush=True))
         print("\n".join(r.line() for r in results))
         return 0
@@ -340,8 +353,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--to-accuracy", action="store_true",
                    help="instead: CIFAR-10 minutes to each task's target, the project's recipe beside the seed's")
     b.add_argument("--data-dir", help="--to-accuracy: the CIFAR-10 root (default: where the app keeps it)")
-    b.add_argument("--tasks", default="rotation,simclr,siamese", help="--to-accuracy: comma-separated tasks")
-    b.add_argument("--recipes", default="project,seed", help="--to-accuracy: project, seed or both")
+    b.add_argument("--tasks", type=comma_list(("rotation", "simclr", "siamese")), default="rotation,simclr,siamese",
+                   help="--to-accuracy: comma-separated tasks")
+    b.add_argument("--recipes", type=comma_list(("project", "seed"), both=True), default="both",
+                   help="--to-accuracy: project, seed, or both (project,seed)")
     b.add_argument("--minutes", type=float, help="--to-accuracy: budget per run (default: per task, see --help)")
     b.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     b.set_defaults(func=bench_command)

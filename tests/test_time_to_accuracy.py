@@ -42,3 +42,22 @@ def test_siamese_pair_loss_choice_reaches_the_model():
     x = torch.randn(4, 3, 32, 32)
     supcon.eval()
     assert torch.allclose(supcon.embed(x).norm(dim=1), torch.ones(4), atol=1e-5)
+
+
+def test_the_benchmark_refuses_a_misspelt_task_or_recipe_and_both_means_both(capsys):
+    """`--recipes both` once ran the project's recipe alone, labelled "both": names are checked now."""
+    import argparse
+
+    from ssl_core.bench import comma_list
+
+    recipes = comma_list(("project", "seed"), both=True)
+    assert recipes("both") == ["project", "seed"] and recipes("seed") == ["seed"]
+    assert comma_list(("rotation", "simclr", "siamese"))("rotation, siamese") == ["rotation", "siamese"]
+    for wrong in ("projet", "project,both", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="choose from project, seed or both"):
+            recipes(wrong)
+    from ssl_core.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--to-accuracy", "--tasks", "rotaton"])
+    assert exit_.value.code == 2 and "rotaton: choose from rotation, simclr, siamese" in capsys.readouterr().err
