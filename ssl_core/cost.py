@@ -13,16 +13,18 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
 
 from .config import TrainConfig
+from .data import image_files, split_folders
 from .schedule import SKIP_STEPS, evaluation_seconds
 
 TIMED_STEPS = 3  # after SKIP_STEPS warm-up steps: a few seconds on CPUs for the photo encoders
-# Training images when the data are not loaded yet: digits' and CIFAR-10's training splits; a
-# folder's size is unknown until it is read, so its estimate is per this many images.
+# Training images when the data are not loaded yet and the chosen folder does not say (folder_sizes):
+# digits' and CIFAR-10's training splits; a folder not chosen yet gets an estimate per this many images.
 TRAIN_IMAGES = {"digits": 1438, "cifar10": 50_000}
 TEST_IMAGES = {"digits": 359, "cifar10": 10_000}
 PER_FOLDER_IMAGES = 10_000
@@ -46,6 +48,10 @@ class Estimate:
 
 def format_minutes(minutes: float) -> str:
     return f"{minutes * 60:.0f} s" if minutes < 1.5 else f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
+def format_cap(minutes: float) -> str:
+    return f"{minutes:g} minute{'' if minutes == 1 else 's'}"
 
 
 def seconds_per_step(cfg: TrainConfig) -> float:
@@ -72,11 +78,36 @@ def seconds_per_step(cfg: TrainConfig) -> float:
         return _rates[key]
 
 
+def folder_sizes(cfg: TrainConfig) -> Optional[tuple[int, int]]:
+    """(training, test) images of the folder `cfg.data_dir` names, counted without decoding: a
+    CIFAR-10 copy in class folders (perhaps a slice of it) or a user's folder already on disk. None
+    where the folder does not say: none chosen yet, not there, or CIFAR-10's official files."""
+    if not cfg.data_dir or cfg.dataset not in ("cifar10", "folder"):
+        return None
+    root = Path(cfg.data_dir).expanduser().resolve()
+    try:
+        parts = split_folders(root)
+        if parts is not None:
+            train, test = (len(image_files(d, root)) for d in parts)
+        elif cfg.dataset == "folder" and root.is_dir():
+            total = len(image_files(root, root))
+            test = round(total * cfg.test_fraction)
+            train = total - test
+        else:
+            return None
+    except OSError:  # unreadable: the run's own loading will say why
+        return None
+    return (train, test) if train > 0 else None
+
+
 def estimate(cfg: TrainConfig, train_images: Optional[int] = None) -> Estimate:
     """The minutes an epochs run takes, or the epochs a minutes run gets (`cfg.minutes` set)."""
+    sizes = folder_sizes(cfg) if train_images is None else None
+    if sizes is not None:
+        train_images = sizes[0]
     per_images = train_images is None and cfg.dataset not in TRAIN_IMAGES
     n = train_images or TRAIN_IMAGES.get(cfg.dataset, PER_FOLDER_IMAGES)
-    test = TEST_IMAGES.get(cfg.dataset, round(n * cfg.test_fraction))
+    test = sizes[1] if sizes is not None else TEST_IMAGES.get(cfg.dataset, round(n * cfg.test_fraction))
     pace = seconds_per_step(cfg)
     steps_per_epoch = max(1, n // cfg.batch_size)
     # A forward pass costs about 40% of a training step per image (no backward, no augmentation).
@@ -104,21 +135,24 @@ def cap_for_space(cfg: TrainConfig, cap: Optional[float]) -> str:
         if cfg.minutes <= cap:
             return ""
         cfg.minutes = cap
-        return f" Runs on this public Space are capped at {cap:g} minutes: this one trains for {cap:g}."
+        return f" Runs on this public Space are capped at {format_cap(cap)}: this one trains for {format_cap(cap)}."
     guess = estimate(cfg)
     if guess.minutes > cap:
         fits = math.floor(cfg.epochs * cap / guess.minutes)
         raise ValueError(f"{cfg.epochs} epochs would take {guess.describe().removeprefix('about ')}, and runs on this "
-                         f"public Space are capped at {cap:g} minutes. Choose at most {max(1, fits)} epochs, or train "
-                         f"for {cap:g} minutes.")
+                         f"public Space are capped at {format_cap(cap)}. Choose at most {max(1, fits)} epochs, or train "
+                         f"for {format_cap(cap)}.")
     return ""
 
 
-def describe_run(task: str, dataset: str, epochs: object, minutes: object, batch_size: object = None) -> str:
-    """One sentence for the Train tab, before a run starts: what the chosen length costs here."""
+def describe_run(task: str, dataset: str, epochs: object, minutes: object, batch_size: object = None,
+                 data_dir: Optional[str] = None) -> str:
+    """One sentence for the Train tab, before a run starts: what the chosen length costs here, for
+    the chosen folder's images when it is on disk."""
     try:
         cfg = TrainConfig(task=task, dataset="folder" if dataset == "zip" else dataset, epochs=None if minutes else epochs,
-                          batch_size=int(batch_size) if batch_size else None, minutes=float(minutes) if minutes else None)
+                          batch_size=int(batch_size) if batch_size else None, minutes=float(minutes) if minutes else None,
+                          data_dir=None if dataset == "zip" else (data_dir or "").strip() or None)
         guess = estimate(cfg)
     except (ValueError, TypeError) as exc:
         return f"({exc})"
@@ -129,5 +163,5 @@ def describe_run(task: str, dataset: str, epochs: object, minutes: object, batch
     else:
         text = f"{cfg.epochs} epoch{'' if cfg.epochs == 1 else 's'}: {guess.describe()}, evaluation included."
     if cap is not None and (cfg.minutes or guess.minutes) > cap:
-        text += f" Runs on this public Space are capped at {cap:g} minutes."
+        text += f" Runs on this public Space are capped at {format_cap(cap)}."
     return text

@@ -317,16 +317,16 @@ def _class_entries(d: Path, root: Path, classes: Optional[list[str]]) -> tuple[l
     if classes and not subdirs:
         raise DataError(f"{d.name}/ needs the same class sub-folders as train/.")
     if not subdirs or classes == []:
-        return [(f, -1) for f in _image_files(d, root)], [], False
+        return [(f, -1) for f in image_files(d, root)], [], False
     names = [x.name for x in subdirs] if classes is None else classes
     unknown = [x.name for x in subdirs if x.name not in names]
     if unknown:
         raise DataError(f"{d.name}/ has classes that train/ lacks: {', '.join(unknown)}.")
-    entries = [(f, names.index(x.name)) for x in subdirs for f in _image_files(x, root)]
+    entries = [(f, names.index(x.name)) for x in subdirs for f in image_files(x, root)]
     return entries, list(names), True
 
 
-def _image_files(d: Path, root: Path) -> list[ImageFile]:
+def image_files(d: Path, root: Path) -> list[ImageFile]:
     """Image files under `d`, sorted by path; a symlink counts only if it stays inside `root`.
 
     os.scandir rather than Path walking: listing CIFAR-10's 60,000 files is part of every cached
@@ -340,7 +340,7 @@ def _image_files(d: Path, root: Path) -> list[ImageFile]:
         if e.name.startswith(".") and e.is_dir():
             continue
         if e.is_dir(follow_symlinks=False):
-            out += _image_files(Path(e.path), root)
+            out += image_files(Path(e.path), root)
             continue
         if os.path.splitext(e.name)[1].lower() not in IMAGE_SUFFIXES:
             continue

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from ssl_core import cost
 from ssl_core.config import TrainConfig
@@ -53,7 +55,7 @@ def test_the_train_tab_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cost.describe_run("rotation", "digits", None, -1).startswith("(")  # a bad form value: said, not raised
     monkeypatch.setenv("SPACE_ID", "someone/ssl-playground")
     monkeypatch.setenv("SSL_SPACE_MAX_MINUTES", "1")
-    assert cost.describe_run("rotation", "digits", None, 2).endswith("Runs on this public Space are capped at 1 minutes.")
+    assert cost.describe_run("rotation", "digits", None, 2).endswith("Runs on this public Space are capped at 1 minute.")
 
 
 def test_a_space_caps_a_visitors_run(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,3 +72,37 @@ def test_a_space_caps_a_visitors_run(monkeypatch: pytest.MonkeyPatch) -> None:
     # An epochs run that would not fit is refused with the number of epochs that would.
     with pytest.raises(ValueError, match=r"capped at 0.2 minutes. Choose at most \d+ epochs"):
         cost.cap_for_space(TrainConfig(task="rotation", epochs=400, **DIGITS), cap)
+
+
+def _images(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.new("RGB", (32, 32), (i * 9 % 256, 80, 160)).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")  # skipped, as loading skips it
+
+
+def test_the_estimate_counts_the_chosen_folders_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slice of CIFAR-10 or a user's folder is estimated for its own images, not for 50,000 or
+    'per 10,000 images': the Train tab said 'about 8 min' for a 2,000-image slice that took 43 s."""
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    for split, n in (("train", 30), ("test", 10)):
+        for name in ("cat", "dog"):
+            _images(tmp_path / "slice" / split / name, n // 2)
+    cfg = TrainConfig(task="rotation", dataset="cifar10", data_dir=str(tmp_path / "slice"), epochs=3, device="cpu",
+                      precision="fp32")
+    assert cost.folder_sizes(cfg) == (30, 10)
+    sliced, full = cost.estimate(cfg), cost.estimate(TrainConfig(**dict(cfg.to_dict(), data_dir=None)))
+    assert sliced.train_images == 30 and not sliced.per_images and full.train_images == 50_000
+    assert sliced.minutes < full.minutes / 100
+    _images(tmp_path / "mine" / "a", 20)
+    _images(tmp_path / "mine" / "b", 20)
+    mine = TrainConfig(task="simclr", dataset="folder", data_dir=str(tmp_path / "mine"), minutes=1, device="cpu",
+                       precision="fp32")
+    assert cost.folder_sizes(mine) == (32, 8)  # 20% of a folder without its own split is held out
+    assert "per " not in cost.describe_run("simclr", "folder", None, 1, None, str(tmp_path / "mine"))
+    # No folder yet, one not there, or CIFAR-10's official files: the usual stand-ins.
+    for where in (None, str(tmp_path / "nowhere")):
+        assert cost.folder_sizes(TrainConfig(**dict(mine.to_dict(), data_dir=where))) is None
+    (tmp_path / "official" / "cifar-10-batches-py").mkdir(parents=True)
+    assert cost.folder_sizes(TrainConfig(**dict(cfg.to_dict(), data_dir=str(tmp_path / "official")))) is None
+    assert "per 10,000 images" in cost.describe_run("simclr", "folder", None, 1, None, str(tmp_path / "nowhere"))

@@ -37,9 +37,10 @@ def minutes_to_send(train_for: str, minutes: Optional[float]) -> Optional[float]
 
 
 def run_cost(task: str, dataset: str, train_for: str, epochs: Optional[float], minutes: Optional[float],
-             batch_size: Optional[float]) -> str:
-    """What the chosen run will cost on this machine (steps timed once per task and encoder)."""
-    return describe_run(task, dataset, epochs, minutes if train_for == "minutes" else None, batch_size)
+             batch_size: Optional[float], data_dir: Optional[str]) -> str:
+    """What the chosen run will cost on this machine (steps timed once per task and encoder), for
+    the chosen folder's images once it names one on disk."""
+    return describe_run(task, dataset, epochs, minutes if train_for == "minutes" else None, batch_size, data_dir)
 
 
 def stop_training() -> str:
@@ -209,8 +210,9 @@ with gr.Blocks() as tab:
         trigger(form_defaults, [task, dataset], [epochs, batch_size, lr], api_visibility="private")
     dataset.change(dataset_inputs, dataset, [data_dir, zip_file], api_visibility="private")
     dataset.change(length_default, dataset, train_for, api_visibility="private")
-    cost_inputs = [task, dataset, train_for, epochs, minutes, batch_size]
-    for trigger in (task.change, dataset.change, train_for.change, epochs.change, minutes.change, batch_size.change):
+    cost_inputs = [task, dataset, train_for, epochs, minutes, batch_size, data_dir]
+    for trigger in (task.change, dataset.change, train_for.change, epochs.change, minutes.change, batch_size.change,
+                    data_dir.change):
         trigger(run_cost, cost_inputs, cost, api_visibility="private")
     for trigger in (train_for.change, minutes.change):
         trigger(minutes_to_send, [train_for, minutes], minutes_sent, api_visibility="private")
