@@ -15,6 +15,9 @@ def test_loss_and_metric_curves() -> None:
     fig = plots.metric_curve(history, "Held-out probe · digits test split", {"knn_accuracy": 0.96})
     assert list(fig.data[0].y) == [0.9, 0.95] and "held-out" in fig.data[0].name
     assert "random-init" in fig.layout.annotations[0].text
+    # A rotation run's curve is rotation accuracy: the kNN baseline is not drawn beside it as if comparable.
+    turns = plots.metric_curve([{"epoch": 1, "rotation_accuracy": 0.48}], "Held-out probe", {"knn_accuracy": 0.29})
+    assert not turns.layout.annotations and not turns.layout.shapes
     empty = plots.loss_curve([], [], [], "no run yet")  # before any run: an empty, valid figure
     assert len(empty.data) == 1
 
