@@ -39,7 +39,7 @@ class Metric:
 METRICS = (
     Metric("rotation_accuracy", "rotation accuracy (each test image in all 4 turns)", True, ("rotation",)),
     Metric("linear_probe_accuracy", "linear probe accuracy (frozen encoder features)", True, TASKS),
-    Metric("knn_accuracy", "5-NN classification accuracy of the embedding", True, TASKS),
+    Metric("knn_accuracy", "5-NN accuracy (classes of the 5 nearest neighbours in the embedding)", True, TASKS),
     Metric("pair_auc", "pair ROC-AUC (distance separates same/different class)", False, ("siamese", "simclr")),
     Metric("pair_accuracy", "pair accuracy at the calibrated threshold", True, ("siamese", "simclr")),
 )
