@@ -40,6 +40,7 @@ class Estimate:
     epochs: float  # passes over the training split
     train_images: int
     per_images: bool  # True when train_images is a stand-in (a folder not read yet)
+    evaluation_minutes: float = 0.0  # the final held-out evaluation's share of `minutes`
 
     def describe(self) -> str:
         per = f" per {self.train_images:,} images" if self.per_images else ""
@@ -115,8 +116,9 @@ def estimate(cfg: TrainConfig, train_images: Optional[int] = None) -> Estimate:
     evaluation = evaluation_seconds(cfg.task, n, test, True, pace / per_step_images * 0.4)
     if cfg.minutes is not None:
         epochs = max(0.0, cfg.minutes * 60 - evaluation) / pace / steps_per_epoch
-        return Estimate(cfg.minutes, epochs, n, per_images)
-    return Estimate((steps_per_epoch * cfg.epochs * pace + evaluation) / 60, float(cfg.epochs), n, per_images)
+        return Estimate(cfg.minutes, epochs, n, per_images, evaluation / 60)
+    return Estimate((steps_per_epoch * cfg.epochs * pace + evaluation) / 60, float(cfg.epochs), n, per_images,
+                    evaluation / 60)
 
 
 def space_max_minutes() -> Optional[float]:
@@ -160,6 +162,9 @@ def describe_run(task: str, dataset: str, epochs: object, minutes: object, batch
     if cfg.minutes is not None:
         per = f" per {guess.train_images:,} images" if guess.per_images else ""
         text = f"{format_minutes(cfg.minutes)}: about {guess.epochs:.1f} epochs{per} fit on this machine, evaluation included."
+        if guess.epochs < 0.1:  # "about 0.0 epochs" says nothing a visitor can act on
+            text = (f"{format_minutes(cfg.minutes)}: less than a tenth of an epoch{per} fits on this machine; the final "
+                    f"evaluation alone takes about {format_minutes(guess.evaluation_minutes)}. Choose more minutes.")
     else:
         text = f"{cfg.epochs} epoch{'' if cfg.epochs == 1 else 's'}: {guess.describe()}, evaluation included."
     if cap is not None and (cfg.minutes or guess.minutes) > cap:

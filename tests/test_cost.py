@@ -53,6 +53,11 @@ def test_the_train_tab_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert text.startswith("2 min: about ") and "epochs fit on this machine, evaluation included" in text
     assert cost.describe_run("rotation", "zip", None, 2).count("per 10,000 images") == 1
     assert cost.describe_run("rotation", "digits", None, -1).startswith("(")  # a bad form value: said, not raised
+    # A budget the evaluation alone would fill: said so, with what to do, rather than "about 0.0 epochs".
+    with monkeypatch.context() as m:
+        m.setattr(cost, "seconds_per_step", lambda cfg: 30.0)  # a very slow or very busy machine
+        text = cost.describe_run("siamese", "cifar10", None, 5)
+    assert text.startswith("5 min: less than a tenth of an epoch fits") and text.endswith("Choose more minutes.")
     monkeypatch.setenv("SPACE_ID", "someone/ssl-playground")
     monkeypatch.setenv("SSL_SPACE_MAX_MINUTES", "1")
     assert cost.describe_run("rotation", "digits", None, 2).endswith("Runs on this public Space are capped at 1 minute.")
