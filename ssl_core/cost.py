@@ -61,7 +61,7 @@ def seconds_per_step(cfg: TrainConfig) -> float:
     from .train import TrainStep, resolve_device
 
     device = resolve_device(cfg.device)
-    key = (cfg.task, cfg.arch, cfg.width, cfg.head, cfg.turns, cfg.precision, cfg.batch_size, device.type)
+    key = _pace_key(cfg)
     with _lock:
         if key not in _rates:
             n = max(cfg.batch_size, 2) * 2
@@ -99,6 +99,22 @@ def folder_sizes(cfg: TrainConfig) -> Optional[tuple[int, int]]:
     except OSError:  # unreadable: the run's own loading will say why
         return None
     return (train, test) if train > 0 else None
+
+
+def _pace_key(cfg: TrainConfig) -> tuple:
+    from .train import resolve_device
+
+    return (cfg.task, cfg.arch, cfg.width, cfg.head, cfg.turns, cfg.precision, cfg.batch_size,
+            resolve_device(cfg.device).type)
+
+
+def record_pace(cfg: TrainConfig, steps: int, seconds: float) -> None:
+    """A real run's own pace (its training steps' seconds) replaces the timed one. The few steps
+    timed when the tab first opened may have met a busy machine, and that number would otherwise
+    stand for the life of the server (it once said 2.6 h for a run of 11 minutes)."""
+    if steps >= 20 and seconds > 0:  # a handful of steps is mostly warm-up
+        with _lock:
+            _rates[_pace_key(cfg)] = seconds / steps
 
 
 def estimate(cfg: TrainConfig, train_images: Optional[int] = None) -> Estimate:

@@ -19,7 +19,7 @@ from typing import Optional
 from . import dataset_title
 from .errors import UserError
 from .registry import ModelRegistry
-from .cost import cap_for_space, space_max_minutes
+from .cost import cap_for_space, record_pace, space_max_minutes
 from .resume import has_state, load_state
 from .runs import config_from_form, dataset_name, prune_runs, remove_upload, run_and_save, run_name
 from .train import Event, TrainConfig
@@ -204,6 +204,8 @@ class TrainingJob:
     def _run(self, cfg: TrainConfig, stop: threading.Event, out: Path, resume: Optional[str]) -> None:
         try:
             result, path = run_and_save(cfg, out, self._on_event, stop, resume=out if resume else None)
+            if result.history and not resume:  # the Train tab's next estimate uses this run's real pace
+                record_pace(cfg, self._state.step, result.history[-1].get("train_seconds", 0.0))
             if path is None:
                 kept = ""
                 if result.state is not None:

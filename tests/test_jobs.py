@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ssl_core import cost
 from ssl_core.jobs import MAX_LOSS_POINTS, TrainingJob
 from ssl_core.registry import ModelError, ModelRegistry
 from ssl_core.runs import prune_runs
@@ -70,7 +71,9 @@ def _wait_for(job: TrainingJob, condition, timeout: float = 60.0):  # noqa: ANN0
 def test_job_trains_saves_and_offers_the_run(registry: ModelRegistry) -> None:
     job = TrainingJob(registry)
     before = registry.get("siamese").checkpoint.path
-    ok, msg = job.start(TrainConfig(task="siamese", dataset="digits", epochs=2), who="test")
+    cfg = TrainConfig(task="siamese", dataset="digits", epochs=2)
+    cost._rates.pop(cost._pace_key(cfg), None)
+    ok, msg = job.start(cfg, who="test")
     assert ok and "siamese on digits" in msg
     assert job.wait(120)
     s = job.snapshot()
@@ -83,6 +86,9 @@ def test_job_trains_saves_and_offers_the_run(registry: ModelRegistry) -> None:
     assert registry.names()[len(SHIPPED):] == [s.model] and registry.load(s.model).checkpoint.path == Path(s.checkpoint)
     assert registry.get("siamese").checkpoint.path == before  # offered, never the default
     assert len(s.losses) == len(s.loss_steps) > 0
+    # The Train tab's next estimate for this kind of run uses the run's own pace, not a few timed steps.
+    trained = json.loads((Path(s.checkpoint) / "card.json").read_text())["history"][-1]["train_seconds"]
+    assert cost._rates[cost._pace_key(cfg)] == pytest.approx(trained / s.step)
 
 
 @pytest.mark.slow
