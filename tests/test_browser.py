@@ -207,7 +207,8 @@ def test_short_training_draws_its_curve_and_frames(page) -> None:
 
 def test_a_cifar10_rotation_run_shows_its_turns_and_a_moving_map(page, cifar_slice) -> None:
     """Issue 18 on photos: a CIFAR-10 run (2,000 training images of the JPEG copy, its 1,000 test
-    images held out) draws the turn table per frame, and two frames' maps differ on screen."""
+    images held out) draws the turn table per frame, and its map moves on screen while it trains
+    (two live frames' screenshots differ) and again in the replay."""
     page.get_by_role("tab", name="Train").click()
     page.get_by_role("radio", name=TASK_TITLES["rotation"]).check()
     page.get_by_role("radio", name=re.compile("^CIFAR-10")).check()
@@ -218,7 +219,21 @@ def test_a_cifar10_rotation_run_shows_its_turns_and_a_moving_map(page, cifar_sli
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Started rotation on CIFAR-10").wait_for(timeout=15_000)
     page.get_by_text(re.compile("^Turn said for each turn applied")).filter(visible=True).first.wait_for(timeout=120_000)
-    page.get_by_role("button", name=re.compile("^Use rotation-cifar10-")).wait_for(timeout=240_000)
+    # While it trains: the map on screen moves as frames arrive (frames come within the epoch too).
+    live: dict[str, str] = {}
+    deadline = time.monotonic() + 240
+    done = page.get_by_role("button", name=re.compile("^Use rotation-cifar10-"))
+    while time.monotonic() < deadline and not done.is_visible():
+        shown = page.evaluate(FRAME_MAP)
+        if shown and shown[0] not in live:
+            live[shown[0]] = shown[1]
+            if len(live) <= 2:
+                page.locator(".js-plotly-plot:visible").filter(has_text=shown[0]).first.screenshot(
+                    path=ARTIFACTS / f"08{'cd'[len(live) - 1]}-cifar10-live-frame.png")
+        page.wait_for_timeout(250)
+    assert len(live) >= 2 and len(set(live.values())) >= 2, f"frames seen while training: {list(live)}"
+    assert (ARTIFACTS / "08c-cifar10-live-frame.png").read_bytes() != (ARTIFACTS / "08d-cifar10-live-frame.png").read_bytes()
+    done.wait_for(timeout=240_000)
     body = page.locator("body").inner_text()
     assert "Measured on the CIFAR-10 test split (1000 held-out images; trained on 2000" in body, body[-3000:]
     # Replay from the untrained frame: the map on screen at the first and last frames differs.
