@@ -51,8 +51,9 @@ def format_minutes(minutes: float) -> str:
     return f"{minutes * 60:.0f} s" if minutes < 1.5 else f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 
 
-def format_cap(minutes: float) -> str:
-    return f"{minutes:g} minute{'' if minutes == 1 else 's'}"
+def counted(n: float, unit: str) -> str:
+    """"1 epoch", "3 epochs", "0.2 minutes": a number with its unit, singular only for exactly one."""
+    return f"{n:g} {unit}{'' if n == 1 else 's'}"
 
 
 def seconds_per_step(cfg: TrainConfig) -> float:
@@ -153,13 +154,14 @@ def cap_for_space(cfg: TrainConfig, cap: Optional[float]) -> str:
         if cfg.minutes <= cap:
             return ""
         cfg.minutes = cap
-        return f" Runs on this public Space are capped at {format_cap(cap)}: this one trains for {format_cap(cap)}."
+        capped = counted(cap, "minute")
+        return f" Runs on this public Space are capped at {capped}: this one trains for {capped}."
     guess = estimate(cfg)
     if guess.minutes > cap:
         fits = math.floor(cfg.epochs * cap / guess.minutes)
+        capped = counted(cap, "minute")
         raise ValueError(f"{cfg.epochs} epochs would take {guess.describe().removeprefix('about ')}, and runs on this "
-                         f"public Space are capped at {format_cap(cap)}. Choose at most {max(1, fits)} epochs, or train "
-                         f"for {format_cap(cap)}.")
+                         f"public Space are capped at {capped}. Choose at most {max(1, fits)} epochs, or train for {capped}.")
     return ""
 
 
@@ -182,7 +184,7 @@ def describe_run(task: str, dataset: str, epochs: object, minutes: object, batch
             text = (f"{format_minutes(cfg.minutes)}: less than a tenth of an epoch{per} fits on this machine; the final "
                     f"evaluation alone takes about {format_minutes(guess.evaluation_minutes)}. Choose more minutes.")
     else:
-        text = f"{cfg.epochs} epoch{'' if cfg.epochs == 1 else 's'}: {guess.describe()}, evaluation included."
+        text = f"{counted(cfg.epochs, 'epoch')}: {guess.describe()}, evaluation included."
     if cap is not None and (cfg.minutes or guess.minutes) > cap:
-        text += f" Runs on this public Space are capped at {format_cap(cap)}."
+        text += f" Runs on this public Space are capped at {counted(cap, 'minute')}."
     return text

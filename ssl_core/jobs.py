@@ -19,7 +19,7 @@ from typing import Optional
 from . import dataset_title
 from .errors import UserError
 from .registry import ModelRegistry
-from .cost import cap_for_space, record_pace, space_max_minutes
+from .cost import cap_for_space, counted, record_pace, space_max_minutes
 from .resume import has_state, load_state
 from .runs import config_from_form, dataset_name, prune_runs, remove_upload, run_and_save, run_name
 from .train import Event, TrainConfig
@@ -166,8 +166,7 @@ class TrainingJob:
             self._pending = []
             self._state = JobSnapshot(status="loading", version=self._state.version + 1, task=cfg.task, dataset=dataset,
                                       who=who, config=cfg.to_dict(), started=time.time(), epochs=int(cfg.epochs))
-            length = (f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}" if cfg.minutes is None
-                      else f"{cfg.minutes:g} minute{'s' if cfg.minutes != 1 else ''}")
+            length = counted(cfg.epochs, "epoch") if cfg.minutes is None else counted(cfg.minutes, "minute")
             again = f", resuming {resume}" if resume else ""
             self._log_locked(f"{cfg.task} on {dataset}: {length}, batch {cfg.batch_size}, lr {cfg.lr:g}{again} (started by {who})")
             out = self.runs_dir / (resume or run_name(cfg))
