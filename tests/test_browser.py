@@ -173,6 +173,13 @@ def _frame_map_at(page, when: str) -> str:
     return page.evaluate(FRAME_MAP)[1]
 
 
+def _frame_map_shot(page, when: str, name: str) -> Path:
+    """A picture of the visible frames map titled `when`, for comparing two frames as a user sees them."""
+    path = ARTIFACTS / f"{name}.png"
+    page.locator(".js-plotly-plot:visible").filter(has_text=when).first.screenshot(path=path)
+    return path
+
+
 def test_short_training_draws_its_curve_and_frames(page) -> None:
     # One epoch: a short run still gets four frames (untrained, a third, two thirds, the end), all
     # this needs; on a loaded shared 2-core machine 4 epochs have taken over 2 minutes.
@@ -221,27 +228,27 @@ def test_a_cifar10_rotation_run_shows_its_turns_and_a_moving_map(page, cifar_sli
     page.get_by_text(re.compile("^Turn said for each turn applied")).filter(visible=True).first.wait_for(timeout=120_000)
     # While it trains: the map on screen moves as frames arrive (frames come within the epoch too).
     live: dict[str, str] = {}
+    pictures: list[Path] = []  # of the first two frames seen live
     deadline = time.monotonic() + 240
     done = page.get_by_role("button", name=re.compile("^Use rotation-cifar10-"))
     while time.monotonic() < deadline and not done.is_visible():
         shown = page.evaluate(FRAME_MAP)
         if shown and shown[0] not in live:
             live[shown[0]] = shown[1]
-            if len(live) <= 2:
-                page.locator(".js-plotly-plot:visible").filter(has_text=shown[0]).first.screenshot(
-                    path=ARTIFACTS / f"08{'cd'[len(live) - 1]}-cifar10-live-frame.png")
+            if len(pictures) < 2:
+                pictures.append(_frame_map_shot(page, shown[0], f"08{'cd'[len(pictures)]}-cifar10-live-frame"))
         page.wait_for_timeout(250)
     assert len(live) >= 2 and len(set(live.values())) >= 2, f"frames seen while training: {list(live)}"
-    assert (ARTIFACTS / "08c-cifar10-live-frame.png").read_bytes() != (ARTIFACTS / "08d-cifar10-live-frame.png").read_bytes()
+    assert pictures[0].read_bytes() != pictures[1].read_bytes()
     done.wait_for(timeout=240_000)
     body = page.locator("body").inner_text()
     assert "Measured on the CIFAR-10 test split (1000 held-out images; trained on 2000" in body, body[-3000:]
     # Replay from the untrained frame: the map on screen at the first and last frames differs.
     page.locator("button:visible", has_text="Play from the start").click()
     first = _frame_map_at(page, "untrained")
-    page.locator(".js-plotly-plot:visible").filter(has_text="untrained").first.screenshot(path=ARTIFACTS / "08a-cifar10-frame-first.png")
+    first_picture = _frame_map_shot(page, "untrained", "08a-cifar10-frame-first")
     last = _frame_map_at(page, "epoch 1")
-    page.locator(".js-plotly-plot:visible").filter(has_text="epoch 1").first.screenshot(path=ARTIFACTS / "08b-cifar10-frame-last.png")
+    last_picture = _frame_map_shot(page, "epoch 1", "08b-cifar10-frame-last")
     assert first != last, "the CIFAR-10 map did not move while it learned"
-    assert (ARTIFACTS / "08a-cifar10-frame-first.png").read_bytes() != (ARTIFACTS / "08b-cifar10-frame-last.png").read_bytes()
+    assert first_picture.read_bytes() != last_picture.read_bytes()
     _shot(page, "08-cifar10-rotation-finished")
