@@ -160,8 +160,10 @@ def cap_for_space(cfg: TrainConfig, cap: Optional[float]) -> str:
     if guess.minutes > cap:
         fits = math.floor(cfg.epochs * cap / guess.minutes)
         capped = counted(cap, "minute")
-        raise ValueError(f"{cfg.epochs} epochs would take {guess.describe().removeprefix('about ')}, and runs on this "
-                         f"public Space are capped at {capped}. Choose at most {max(1, fits)} epochs, or train for {capped}.")
+        # Even one epoch may not fit (a large folder): then only a minutes run can be offered.
+        choice = f"Choose at most {counted(fits, 'epoch')}, or train for {capped}." if fits >= 1 else f"Train for {capped} instead."
+        raise ValueError(f"{counted(cfg.epochs, 'epoch')} would take {guess.describe().removeprefix('about ')}, and runs "
+                         f"on this public Space are capped at {capped}. {choice}")
     return ""
 
 

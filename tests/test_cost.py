@@ -74,9 +74,16 @@ def test_a_space_caps_a_visitors_run(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "capped at 0.2 minutes" in cost.cap_for_space(long, cap) and long.minutes == 0.2
     short = TrainConfig(task="rotation", minutes=0.1, **DIGITS)
     assert cost.cap_for_space(short, cap) == "" and short.minutes == 0.1
-    # An epochs run that would not fit is refused with the number of epochs that would.
-    with pytest.raises(ValueError, match=r"capped at 0.2 minutes. Choose at most \d+ epochs"):
+    # An epochs run that would not fit is refused, offering what would (how many epochs depends on this machine's pace).
+    with pytest.raises(ValueError, match=r"capped at 0.2 minutes\. (Choose at most \d+ epochs?, or train|Train) for 0.2 minutes"):
         cost.cap_for_space(TrainConfig(task="rotation", epochs=400, **DIGITS), cap)
+    # With a known pace: one epoch fits ("1 epoch", not "1 epochs"), or none does (no epoch count offered).
+    for minutes, said in ((0.15, "Choose at most 1 epoch, or train for 0.2 minutes."), (0.5, "Train for 0.2 minutes instead.")):
+        monkeypatch.setattr(cost, "estimate", lambda cfg, m=minutes: cost.Estimate(epochs=cfg.epochs, minutes=m * cfg.epochs,
+                                                                                  train_images=1437, per_images=False))
+        with pytest.raises(ValueError) as refused:
+            cost.cap_for_space(TrainConfig(task="rotation", epochs=2, **DIGITS), cap)
+        assert str(refused.value).startswith("2 epochs would take") and str(refused.value).endswith(said)
 
 
 def _images(folder: Path, n: int) -> None:
