@@ -32,6 +32,7 @@ SPACE_DEFAULT_MAX_MINUTES = 15.0
 
 _rates: dict[tuple, float] = {}  # (task, arch, precision, batch, device) -> seconds per step
 _lock = threading.Lock()  # two tabs asking at once time the steps once
+_listings: dict[tuple[str, str], tuple[int, list[tuple[str, Optional[int]]]]] = {}  # _count_images
 
 
 @dataclass
@@ -90,9 +91,9 @@ def folder_sizes(cfg: TrainConfig) -> Optional[tuple[int, int]]:
     try:
         parts = split_folders(root)
         if parts is not None:
-            train, test = (len(image_files(d, root)) for d in parts)
+            train, test = (_count_images(d, root) for d in parts)
         elif cfg.dataset == "folder" and root.is_dir():
-            total = len(image_files(root, root))
+            total = _count_images(root, root)
             test = round(total * cfg.test_fraction)
             train = total - test
         else:
@@ -100,6 +101,33 @@ def folder_sizes(cfg: TrainConfig) -> Optional[tuple[int, int]]:
     except OSError:  # unreadable: the run's own loading will say why
         return None
     return (train, test) if train > 0 else None
+
+
+def _count_images(d: Path, root: Path) -> int:
+    """len(image_files(d, root)), listed again only when a folder under `d` changed. The Train tab
+    asks on every change of its form, and listing CIFAR-10's 60,000 files takes most of a second;
+    adding, removing or renaming anything in a folder moves that folder's mtime, and the folders
+    listed last time are a few dozen stats."""
+    key = (str(d), str(root))
+    seen = _listings.get(key)
+    if seen is not None and all(_mtime(f) == t for f, t in seen[1]):
+        return seen[0]
+    dirs: list[str] = []
+    started = time.time_ns()
+    count = len(image_files(d, root, dirs))
+    stamps = [(f, _mtime(f)) for f in dirs]
+    # A folder changed in the second before the listing may change again with the same coarse
+    # mtime (a copy still running): such a listing is not kept.
+    if all(t is not None and t < started - 1_000_000_000 for _, t in stamps):
+        _listings[key] = (count, stamps)
+    return count
+
+
+def _mtime(folder: str) -> Optional[int]:
+    try:
+        return os.stat(folder).st_mtime_ns
+    except OSError:  # gone since: the listing is stale
+        return None
 
 
 def _pace_key(cfg: TrainConfig) -> tuple:

@@ -124,12 +124,8 @@ def load_digits() -> ImageSet:
 
 
 # ------------------------------------------------------------------------------------- CIFAR-10
-def load_cifar10(
-    root: Optional[str | os.PathLike] = None,
-    download: bool = True,
-    verify: bool = True,
-    progress: Optional[ProgressFn] = None,
-) -> ImageSet:
+def load_cifar10(root: Optional[str | os.PathLike] = None, download: bool = True, verify: bool = True,
+                 progress: Optional[ProgressFn] = None) -> ImageSet:
     """CIFAR-10's 60,000 images with the official split: 50,000 train, the 10,000 test images held out.
 
     `root` holds either the official `cifar-10-batches-py` (downloaded when absent and `download`)
@@ -326,21 +322,24 @@ def _class_entries(d: Path, root: Path, classes: Optional[list[str]]) -> tuple[l
     return entries, list(names), True
 
 
-def image_files(d: Path, root: Path) -> list[ImageFile]:
+def image_files(d: Path, root: Path, dirs: Optional[list[str]] = None) -> list[ImageFile]:
     """Image files under `d`, sorted by path; a symlink counts only if it stays inside `root`.
+    `dirs`, when given, gets every folder listed (their mtimes tell when the listing is stale).
 
     os.scandir rather than Path walking: listing CIFAR-10's 60,000 files is part of every cached
     load, so it must cost one stat a file and no more.
     """
     out: list[ImageFile] = []
     prefix = len(str(root)) + 1
+    if dirs is not None:
+        dirs.append(str(d))
     with os.scandir(d) as it:
         entries = sorted(it, key=lambda e: e.name)
     for e in entries:
         if e.name.startswith(".") and e.is_dir():
             continue
         if e.is_dir(follow_symlinks=False):
-            out += image_files(Path(e.path), root)
+            out += image_files(Path(e.path), root, dirs)
             continue
         if os.path.splitext(e.name)[1].lower() not in IMAGE_SUFFIXES:
             continue
