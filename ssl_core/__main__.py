@@ -140,7 +140,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     length.add_argument("--epochs", type=int, help="default: the recipe's for this dataset and task")
     length.add_argument("--minutes", type=float, help="train for this wall-clock budget instead of --epochs (from the "
                         "first step to the last metric; the schedule is fitted to the steps that fit)")
-    t.add_argument("--width", type=int, help="encoder channels in its first stage (convnet default 24; the shipped CIFAR-10 models: 32)")
+    t.add_argument("--width", type=int, help="encoder channels in its first stage (convnet default 24; the shipped CIFAR-10 models: 32, rotation 48)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--optimizer", choices=("adam", "sgd"))
