@@ -75,6 +75,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     try:
         cfg = TrainConfig(task=args.task, dataset=args.dataset, data_dir=args.data_dir, arch=args.arch, width=args.width,
+                          image_size=args.image_size, stem_stride=args.stem_stride,
                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, seed=args.seed,
                           device=args.device, precision=args.precision, minutes=args.minutes,
                           max_folder_images=None)  # a user's own set: as big as their memory allows
@@ -141,6 +142,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     length.add_argument("--minutes", type=float, help="train for this wall-clock budget instead of --epochs (from the "
                         "first step to the last metric; the schedule is fitted to the steps that fit)")
     t.add_argument("--width", type=int, help="encoder channels in its first stage (convnet default 24; the shipped CIFAR-10 models: 32, rotation 48)")
+    t.add_argument("--image-size", type=int, default=32, metavar="N", help="pixels a side every image is resized to "
+                   "(default 32, CIFAR-10's; the shipped photo models: 64)")
+    t.add_argument("--stem-stride", type=int, choices=(1, 2), help="convnet: 2 = a strided first conv, so a 64-px "
+                   "image costs about what a 32-px one does (default 1)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--optimizer", choices=("adam", "sgd"))

@@ -53,6 +53,7 @@ def make_card(model: SSLModel, config: dict, dataset: str, class_names: list[str
         "dataset": dataset,
         "dataset_source": source or dataset,  # "CIFAR-10 (JPEG copy)": which copy the numbers come from
         "arch": model.args.arch,
+        "image_size": model.args.image_size,  # what uploads are resized to for this model
         "class_names": list(class_names),
         "model_args": model.args.to_dict(),
         "config": config,

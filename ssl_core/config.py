@@ -18,6 +18,7 @@ class TrainConfig:
     task: str = "rotation"  # rotation | siamese | simclr
     dataset: str = "digits"  # digits | cifar10 | folder
     data_dir: Optional[str] = None  # CIFAR-10 root or the image folder
+    image_size: int = 32  # pixels a side the images are resized to (data, model, frames, uploads); the card keeps it
     arch: Optional[str] = None  # encoder, one of models.ARCHS; None (like every None below) = the recipe's
     epochs: Optional[int] = None  # passes over the training split
     batch_size: Optional[int] = None  # source images per step (rotation sees 4x as many rotated)
@@ -29,6 +30,7 @@ class TrainConfig:
     flip: Optional[bool] = None  # random left-right flips: on for photos, off for digits (a mirrored 2 is no 2)
     crop_min_scale: Optional[float] = None  # smallest area share of a SimCLR random resized crop
     width: Optional[int] = None  # encoder channels in its first stage; None = the arch's (models.DEFAULT_WIDTH)
+    stem_stride: Optional[int] = None  # convnet: 2 = a strided first conv (large images at a small image's cost)
     pooled: Optional[bool] = None  # convnet: the pooled channels are the features, no Linear+ReLU on top
     head: Optional[str] = None  # on the features: linear | mlp (projector Linear-BN-ReLU-Linear)
     label_smoothing: Optional[float] = None  # rotation: cross-entropy targets smoothed by this much
@@ -71,7 +73,7 @@ class TrainConfig:
 
 
 # A minutes budget below 0.1 leaves no time to measure the pace; above 720 (12 h) it is surely a typo.
-LIMITS = {"width": (4, 256), "epochs": (1, 500), "batch_size": (2, 4096), "lr": (1e-6, 1.0), "minutes": (0.1, 720.0)}
+LIMITS = {"image_size": (8, 256), "width": (4, 256), "epochs": (1, 500), "batch_size": (2, 4096), "lr": (1e-6, 1.0), "minutes": (0.1, 720.0)}
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -85,7 +87,7 @@ def validate(cfg: TrainConfig) -> None:
         ):
             raise ValueError(f"{name} must be between {lo:g} and {hi:g}; got {value!r}")
     # A slider or a JSON client can send 2.5; range() and slicing would fail later, inside the thread.
-    for name in ("epochs", "batch_size", "width"):
+    for name in ("epochs", "batch_size", "width", "image_size"):
         if getattr(cfg, name) is None:
             continue
         if int(getattr(cfg, name)) != getattr(cfg, name):
@@ -102,14 +104,18 @@ def validate(cfg: TrainConfig) -> None:
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got {getattr(cfg, name)!r}")
+    if cfg.arch == "simple" and cfg.image_size % 4:
+        raise ValueError(f"the simple encoder pools twice, so image_size must be a multiple of 4; got {cfg.image_size}")
+    if cfg.stem_stride != 1 and cfg.arch != "convnet":
+        raise ValueError(f"stem_stride 2 is a convnet option; the {cfg.arch} encoder has its own stem")
 
 
-CHOICES = {"head": ("linear", "mlp"), "turns": (1, 4), "pair_loss": ("supcon", "hadsell"), "schedule": ("cosine", "constant")}
+CHOICES = {"stem_stride": (1, 2), "head": ("linear", "mlp"), "turns": (1, 4), "pair_loss": ("supcon", "hadsell"), "schedule": ("cosine", "constant")}
 
 
 def model_for(cfg: TrainConfig) -> SSLModel:
     """The untrained model `cfg` describes (seeded by the caller): encoder, features and head."""
     width = cfg.width or DEFAULT_WIDTH[cfg.arch]
     extra = {"feature_dim": 8 * width} if cfg.pooled and cfg.arch == "convnet" else {}
-    return build_model(cfg.task, arch=cfg.arch, width=width, head=cfg.head,
-                       unit_embedding=cfg.task == "siamese" and cfg.pair_loss == "supcon", **extra)
+    return build_model(cfg.task, arch=cfg.arch, width=width, head=cfg.head, image_size=cfg.image_size,
+                       stem_stride=cfg.stem_stride, unit_embedding=cfg.task == "siamese" and cfg.pair_loss == "supcon", **extra)

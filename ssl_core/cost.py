@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from .config import TrainConfig
-from .data import image_files, split_folders
+from .folders import image_files, split_folders
 from .schedule import SKIP_STEPS, evaluation_seconds
 
 TIMED_STEPS = 3  # after SKIP_STEPS warm-up steps: a few seconds on CPUs for the photo encoders
@@ -68,7 +68,8 @@ def seconds_per_step(cfg: TrainConfig) -> float:
         if key not in _rates:
             n = max(cfg.batch_size, 2) * 2
             gen = torch.Generator().manual_seed(0)
-            images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen).to(device)
+            side = cfg.image_size
+            images = torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=gen).to(device)
             labels = torch.arange(n, device=device) % 2  # two classes: siamese pairs of both kinds
             model = model_for(cfg).to(device).to(memory_format=torch.channels_last)
             step = TrainStep(cfg, model, images, labels, 100, torch.Generator().manual_seed(0))
@@ -133,7 +134,7 @@ def _mtime(folder: str) -> Optional[int]:
 def _pace_key(cfg: TrainConfig) -> tuple:
     from .train import resolve_device
 
-    return (cfg.task, cfg.arch, cfg.width, cfg.head, cfg.turns, cfg.precision, cfg.batch_size,
+    return (cfg.task, cfg.arch, cfg.width, cfg.head, cfg.turns, cfg.precision, cfg.batch_size, cfg.image_size, cfg.stem_stride,
             resolve_device(cfg.device).type)
 
 

@@ -1,4 +1,5 @@
-"""Every image source becomes the same thing: an `ImageSet` of uint8 (N,3,32,32) tensors.
+"""Every image source becomes the same thing: an `ImageSet` of uint8 (N,3,S,S) tensors, S the run's
+image size (32 by default: CIFAR-10's own; the photo models train at 64).
 
 Sources: scikit-learn's bundled digits (the offline default), CIFAR-10 (the official python batches,
 downloaded with their md5 check, or image folders `train/<class>/`, `test/<class>/`), and a folder
@@ -14,7 +15,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -22,7 +23,8 @@ import torch
 from . import cifar_files
 from .cifar_files import ProgressFn
 from .errors import DataError
-from .images import IMAGE_SUFFIXES, to_model_image, to_model_images
+from .folders import class_entries, split_folders
+from .images import IMAGE_SUFFIXES, SIZE, to_model_image, to_model_images, to_pil
 
 DIGITS_CLASSES = [str(d) for d in range(10)]
 CIFAR10_CLASSES = cifar_files.CLASSES
@@ -30,7 +32,6 @@ CIFAR10_FOLDER = cifar_files.FOLDER
 # The app's cap on a folder (a visitor's upload): room for all of CIFAR-10 as image files (60,000);
 # beyond that, decoding keeps the one shared job busy. The CLI passes None: a user's own big set.
 MAX_FOLDER_IMAGES = 100_000
-TEST_FOLDERS = ("test", "val")  # a folder holding train/ and one of these keeps that split
 DECODE_THREADS = min(4, os.cpu_count() or 1)  # libjpeg and PIL release the GIL while decoding
 
 
@@ -38,7 +39,7 @@ DECODE_THREADS = min(4, os.cpu_count() or 1)  # libjpeg and PIL release the GIL 
 class ImageSet:
     """Images as one uint8 tensor, the way the training engine wants them."""
 
-    images: torch.Tensor  # uint8 (N, 3, 32, 32), RGB
+    images: torch.Tensor  # uint8 (N, 3, S, S), RGB; S is `image_size`
     labels: Optional[torch.Tensor]  # int64 (N,), or None for an unlabeled folder
     class_names: list[str]  # index -> name; empty when unlabeled
     name: str  # "digits", "cifar10" or "folder:<name>", shown next to every metric
@@ -48,8 +49,9 @@ class ImageSet:
     source: str = ""  # where the pixels came from, for the card: "CIFAR-10 (JPEG copy)"
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4 or tuple(self.images.shape[1:]) != (3, 32, 32):
-            raise ValueError(f"images must be uint8 (N,3,32,32), got {self.images.dtype} {tuple(self.images.shape)}")
+        shape = tuple(self.images.shape)
+        if self.images.dtype != torch.uint8 or len(shape) != 4 or shape[1] != 3 or shape[2] != shape[3]:
+            raise ValueError(f"images must be uint8 (N,3,S,S), got {self.images.dtype} {shape}")
         if self.labels is not None and len(self.labels) != len(self.images):
             raise ValueError("labels and images differ in length")
         if self.test_mask is not None and (self.test_mask.dtype != torch.bool or len(self.test_mask) != len(self.images)):
@@ -57,6 +59,10 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
 
     @property
     def labeled(self) -> bool:
@@ -108,7 +114,7 @@ def split(data: ImageSet, test_fraction: float = 0.2, seed: int = 0) -> Split:
 
 
 # --------------------------------------------------------------------------------------- digits
-def load_digits() -> ImageSet:
+def load_digits(size: int = SIZE) -> ImageSet:
     """scikit-learn's 1,797 8x8 handwritten digits, as dark ink on white paper at 32x32.
 
     Stored inverted (the raw values are ink density) so a digit sketched in the browser, black on
@@ -118,24 +124,25 @@ def load_digits() -> ImageSet:
 
     bunch = sk_digits()
     paper = (255 - np.round(bunch.images * (255.0 / 16.0))).astype(np.uint8)  # (N, 8, 8)
-    images = torch.stack([to_model_image(p) for p in paper])
+    images = torch.stack([to_model_image(p, size=size) for p in paper])
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)
     return ImageSet(images, labels, list(DIGITS_CLASSES), "digits")
 
 
 # ------------------------------------------------------------------------------------- CIFAR-10
 def load_cifar10(root: Optional[str | os.PathLike] = None, download: bool = True, verify: bool = True,
-                 progress: Optional[ProgressFn] = None) -> ImageSet:
+                 progress: Optional[ProgressFn] = None, size: int = SIZE) -> ImageSet:
     """CIFAR-10's 60,000 images with the official split: 50,000 train, the 10,000 test images held out.
 
     `root` holds either the official `cifar-10-batches-py` (downloaded when absent and `download`)
     or image folders `train/<class>/`, `test/<class>/` (a JPEG or PNG copy). `verify=True` (always,
     outside tests) checks the official files' md5 sums, so a half-downloaded or tampered folder is
-    refused. Decoded tensors are cached, so a second load takes a second or two.
+    refused. Decoded tensors are cached, so a second load takes a second or two. `size` other than
+    32 enlarges the images (bicubic, as an upload would be), for runs that compare image sizes.
     """
     root = Path(root or default_data_dir())
     if split_folders(root) is not None:
-        return _cifar10_from_folders(root, progress)
+        return _cifar10_from_folders(root, progress, size)
     folder = root / CIFAR10_FOLDER
     if download and not folder.is_dir():
         cifar_files.download(root, progress)
@@ -151,7 +158,7 @@ def load_cifar10(root: Optional[str | os.PathLike] = None, download: bool = True
     key = fingerprint(folder, [(n, (folder / n).stat()) for n in names + ["batches.meta"] if (folder / n).is_file()])
     cached = read_cache(key)
     if cached is not None:
-        return cached
+        return resized(cached, size)
     parts = []
     for i, name in enumerate(names):
         if progress:
@@ -169,11 +176,20 @@ def load_cifar10(root: Optional[str | os.PathLike] = None, download: bool = True
     data = ImageSet(images, labels, cifar_files.read_class_names(folder), "cifar10", test_mask,
                     "CIFAR-10 (official python batches)")
     write_cache(key, data)
-    return data
+    return resized(data, size)
 
 
-def _cifar10_from_folders(root: Path, progress: Optional[ProgressFn]) -> ImageSet:
-    data = load_folder(root, progress)
+def resized(data: ImageSet, size: int) -> ImageSet:
+    """`data` at `size` pixels a side: unchanged when it is already, else every image resized the
+    way `images.to_model_image` resizes an upload (PIL bicubic), so the set and uploads agree."""
+    if data.image_size == size:
+        return data
+    images = torch.stack([to_model_image(to_pil(img), size=size) for img in data.images])
+    return ImageSet(images, data.labels, data.class_names, data.name, data.test_mask, data.source)
+
+
+def _cifar10_from_folders(root: Path, progress: Optional[ProgressFn], size: int) -> ImageSet:
+    data = load_folder(root, progress, size=size)
     if sorted(data.class_names) != sorted(CIFAR10_CLASSES):
         raise DataError(
             f"{root}: train/ should hold CIFAR-10's ten class folders ({', '.join(CIFAR10_CLASSES)}); "
@@ -238,16 +254,10 @@ def write_cache(key: str, data: ImageSet) -> None:
 
 
 # --------------------------------------------------------------------------------------- folder
-def split_folders(root: Path) -> Optional[tuple[Path, Path]]:
-    """(train, test) when `root` holds `train/` and `test/` (or `val/`): a split the set comes with."""
-    test = next((root / n for n in TEST_FOLDERS if (root / n).is_dir()), None)
-    return (root / "train", test) if (root / "train").is_dir() and test is not None else None
-
-
 def load_folder(path: str | os.PathLike, progress: Optional[ProgressFn] = None,
-                max_images: Optional[int] = MAX_FOLDER_IMAGES) -> ImageSet:
-    """The user's own images, at most `max_images` (None: no cap). Class sub-folders give labels; a
-    flat folder is unlabeled.
+                max_images: Optional[int] = MAX_FOLDER_IMAGES, size: int = SIZE) -> ImageSet:
+    """The user's own images at `size` pixels a side, at most `max_images` (None: no cap). Class
+    sub-folders give labels; a flat folder is unlabeled.
 
     A folder with `train/` and `test/` (or `val/`) keeps that split, classes named by the
     sub-folders of `train/`. Files that are not images are skipped; nothing outside `path` is read
@@ -258,22 +268,23 @@ def load_folder(path: str | os.PathLike, progress: Optional[ProgressFn] = None,
         raise DataError(f"Image folder not found: {path}")
     parts = split_folders(root)
     if parts is None:
-        entries, class_names, labeled = _class_entries(root, root, None)
+        entries, class_names, labeled = class_entries(root, root, None)
         in_test = [False] * len(entries)
     else:
-        entries, class_names, labeled = _class_entries(parts[0], root, None)
-        test_entries, _, _ = _class_entries(parts[1], root, class_names if labeled else [])
+        entries, class_names, labeled = class_entries(parts[0], root, None)
+        test_entries, _, _ = class_entries(parts[1], root, class_names if labeled else [])
         in_test = [False] * len(entries) + [True] * len(test_entries)
         entries += test_entries
     if max_images is not None and len(entries) > max_images:
         raise DataError(f"{root.name} holds {len(entries):,} images; at most {max_images:,} can be used here. "
                         "Use a smaller selection (the command line takes larger sets).")
     key = fingerprint(root, [(f.rel, f.stat) for f, _ in entries])
+    key += "" if size == SIZE else f"-{size}px"  # the default keeps its old key: 32-px caches stay valid
     cached = read_cache(key)
-    if cached is not None:
+    if cached is not None and cached.image_size == size:
         return cached
-    label = f"{root.name} ({2 * len(entries) * 3072 / 1e9:.1f} GB in memory)"  # tiles + their stack: 2 x N x 3 x 32 x 32
-    images = _decode_all([f.path for f, _ in entries], label, progress)
+    label = f"{root.name} ({2 * len(entries) * 3 * size * size / 1e9:.1f} GB in memory)"  # tiles + their stack
+    images = _decode_all([f.path for f, _ in entries], label, progress, size)
     ok = [i for i, img in enumerate(images) if img is not None]
     if not ok:
         raise DataError(f"No readable images in {root.name} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
@@ -297,64 +308,7 @@ def load_folder(path: str | os.PathLike, progress: Optional[ProgressFn] = None,
     return data
 
 
-class ImageFile(NamedTuple):  # plain strings, not Paths: 60,000 Path objects cost more than listing the files
-    path: str
-    rel: str  # relative to the set's root, for the cache key
-    stat: os.stat_result  # for the cache key, taken while listing: one system call a file
-
-
-def _class_entries(d: Path, root: Path, classes: Optional[list[str]]) -> tuple[list[tuple[ImageFile, int]], list[str], bool]:
-    """Image files under `d` with class indices from its sub-folders (or -1 when `d` is flat).
-
-    `classes` fixes the names to use (a test folder follows its train folder); a test sub-folder
-    whose class the training split lacks is refused rather than silently dropped.
-    """
-    subdirs = sorted(x for x in d.iterdir() if x.is_dir() and not x.name.startswith("."))
-    if classes and not subdirs:
-        raise DataError(f"{d.name}/ needs the same class sub-folders as train/.")
-    if not subdirs or classes == []:
-        return [(f, -1) for f in image_files(d, root)], [], False
-    names = [x.name for x in subdirs] if classes is None else classes
-    unknown = [x.name for x in subdirs if x.name not in names]
-    if unknown:
-        raise DataError(f"{d.name}/ has classes that train/ lacks: {', '.join(unknown)}.")
-    entries = [(f, names.index(x.name)) for x in subdirs for f in image_files(x, root)]
-    return entries, list(names), True
-
-
-def image_files(d: Path, root: Path, dirs: Optional[list[str]] = None) -> list[ImageFile]:
-    """Image files under `d`, sorted by path; a symlink counts only if it stays inside `root`.
-    `dirs`, when given, gets every folder listed (their mtimes tell when the listing is stale).
-
-    os.scandir rather than Path walking: listing CIFAR-10's 60,000 files is part of every cached
-    load, so it must cost one stat a file and no more.
-    """
-    out: list[ImageFile] = []
-    prefix = len(str(root)) + 1
-    if dirs is not None:
-        dirs.append(str(d))
-    with os.scandir(d) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for e in entries:
-        if e.name.startswith(".") and e.is_dir():
-            continue
-        if e.is_dir(follow_symlinks=False):
-            out += image_files(Path(e.path), root, dirs)
-            continue
-        if os.path.splitext(e.name)[1].lower() not in IMAGE_SUFFIXES:
-            continue
-        if e.is_symlink():
-            target = Path(e.path).resolve()
-            if not (target.is_relative_to(root) and target.is_file()):
-                continue
-        try:
-            out.append(ImageFile(e.path, e.path[prefix:], e.stat()))
-        except OSError:  # vanished or a dangling link: not an image we can read
-            continue
-    return out
-
-
-def _decode_all(files: list[str], label: str, progress: Optional[ProgressFn]) -> list[Optional[torch.Tensor]]:
+def _decode_all(files: list[str], label: str, progress: Optional[ProgressFn], size: int) -> list[Optional[torch.Tensor]]:
     """Every file as `to_model_image` decodes it (None where it is not a readable image), on a few threads."""
     out: list[Optional[torch.Tensor]] = []
     chunk, piece = 4000, 250  # progress every `chunk` files; threads take `piece` files at a time
@@ -363,7 +317,7 @@ def _decode_all(files: list[str], label: str, progress: Optional[ProgressFn]) ->
             if progress:
                 progress(f"decoding {len(files):,} images in {label}: {i:,} done", i / max(1, len(files)))
             part = files[i : i + chunk]
-            for decoded in pool.map(to_model_images, [part[j : j + piece] for j in range(0, len(part), piece)]):
+            for decoded in pool.map(lambda chunk: to_model_images(chunk, size), [part[j : j + piece] for j in range(0, len(part), piece)]):
                 out += decoded
     return out
 
@@ -374,16 +328,17 @@ def default_data_dir() -> Path:
 
 
 def load_dataset(name: str, data_dir: Optional[str | os.PathLike] = None, progress: Optional[ProgressFn] = None,
-                 verify: bool = True, max_images: Optional[int] = MAX_FOLDER_IMAGES) -> ImageSet:
-    """Load `digits`, `cifar10` (from/into `data_dir`) or `folder` (`data_dir`, at most `max_images`)."""
+                 verify: bool = True, max_images: Optional[int] = MAX_FOLDER_IMAGES, image_size: int = SIZE) -> ImageSet:
+    """Load `digits`, `cifar10` (from/into `data_dir`) or `folder` (`data_dir`, at most `max_images`),
+    every image `image_size` pixels a side."""
     if name == "digits":
-        return _digits_cached()
+        return _digits_cached() if image_size == SIZE else load_digits(image_size)
     if name == "cifar10":
-        return load_cifar10(data_dir, progress=progress, verify=verify)
+        return load_cifar10(data_dir, progress=progress, verify=verify, size=image_size)
     if name == "folder":
         if not data_dir:
             raise DataError("The 'folder' dataset needs a folder of images (--data-dir).")
-        return load_folder(data_dir, progress=progress, max_images=max_images)
+        return load_folder(data_dir, progress=progress, max_images=max_images, size=image_size)
     raise DataError(f"Unknown dataset '{name}'; choose digits, cifar10 or folder.")
 
 

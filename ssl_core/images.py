@@ -1,4 +1,5 @@
-"""One way to turn any picture into what the models see: RGB, 32x32, uint8.
+"""One way to turn any picture into what the models see: RGB, square, uint8, at the run's size
+(32 px for CIFAR-10 and digits, larger for the photo models; a checkpoint's card records it).
 
 The digits set, user folders, uploads in the app and the CLI all go through `to_model_image`, so a
 sketch uploaded in the browser is resized exactly as the training data was.
@@ -20,7 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
 
-SIZE = 32
+SIZE = 32  # the default image size: CIFAR-10's, the digits set's, and every card without `image_size`
 # A 40-megapixel phone photo decodes fine; a crafted 1-gigapixel PNG of a few KB must not.
 MAX_PIXELS = 64_000_000
 MAX_BYTES = 30 * 1024 * 1024
@@ -154,17 +155,17 @@ def fit_square(img: Image.Image, fit: str = "squash") -> Image.Image:
     return square
 
 
-def to_model_image(source: ImageSource, fit: str = "squash") -> torch.Tensor:
-    """Picture -> uint8 tensor (3, 32, 32), exactly as the training pipeline sees its data.
+def to_model_image(source: ImageSource, fit: str = "squash", size: int = SIZE) -> torch.Tensor:
+    """Picture -> uint8 tensor (3, size, size), exactly as the training pipeline sees its data.
 
-    By default the whole picture is squeezed to 32x32 (no crop) so nothing the user drew is cut
+    By default the whole picture is squeezed to a square (no crop) so nothing the user drew is cut
     off; `fit` chooses another way to make it square first (fit_square). PIL's reducing resize
     filters large photos properly instead of aliasing them.
     """
     # 8x the output side keeps the final reducing resize as sharp as from the full decode.
-    img = fit_square(open_image(source, draft_size=8 * SIZE), fit)
-    if img.size != (SIZE, SIZE):
-        img = img.resize((SIZE, SIZE), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    img = fit_square(open_image(source, draft_size=8 * size), fit)
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
     arr = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
@@ -188,10 +189,31 @@ def _decode_jpegs(files: list[bytes]) -> list[Optional[torch.Tensor]]:
         return [None] * len(files)
 
 
-def to_model_images(paths: list[str]) -> list[Optional[torch.Tensor]]:
+def jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) from a JPEG's frame header, read without decoding a pixel; None when the
+    bytes hold no frame header. The fast path below decodes only files whose header says they are
+    at model size already, so a crafted 70-megapixel JPEG never reaches the batched decoder."""
+    i, n = 2, len(data)
+    while i + 9 < n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOF0..SOF15: the frame header
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
+
+
+def to_model_images(paths: list[str], size: int = SIZE) -> list[Optional[torch.Tensor]]:
     """`to_model_image` for many files (None where one is not a readable image), with a fast path.
 
-    Data sets such as CIFAR-10 are stored at model size already: a 32x32 three-channel JPEG without
+    Data sets such as CIFAR-10 are stored at model size already: a size x size three-channel JPEG without
     EXIF needs no orientation, colour conversion, squaring or resize, so a batched libjpeg decode
     gives exactly the pixels `to_model_image` gives (the same libjpeg-turbo, no resampling) at a
     fraction of the per-file cost. Everything else takes the full path. Releases the GIL while
@@ -203,15 +225,16 @@ def to_model_images(paths: list[str]) -> list[Optional[torch.Tensor]]:
             raw.append(_read_bytes(p))
         except (ImageError, OSError):
             raw.append(None)
-    fast = [i for i, b in enumerate(raw) if b is not None and b[:3] == b"\xff\xd8\xff" and b"Exif" not in b[:4096]]
+    fast = [i for i, b in enumerate(raw) if b is not None and b[:3] == b"\xff\xd8\xff" and b"Exif" not in b[:4096]
+            and jpeg_size(b) == (size, size)]
     out: list[Optional[torch.Tensor]] = [None] * len(paths)
     for i, t in zip(fast, _decode_jpegs([raw[i] for i in fast])):  # type: ignore[misc]
-        if t is not None and t.dtype == torch.uint8 and tuple(t.shape) == (3, SIZE, SIZE):
+        if t is not None and t.dtype == torch.uint8 and tuple(t.shape) == (3, size, size):
             out[i] = t.contiguous()
     for i, b in enumerate(raw):
         if out[i] is None and b is not None:
             try:
-                out[i] = to_model_image(b)
+                out[i] = to_model_image(b, size=size)
             except ImageError:
                 pass
     return out
@@ -223,20 +246,20 @@ def to_model_images(paths: list[str]) -> list[Optional[torch.Tensor]]:
 INK_LEVEL = 240
 
 
-def as_digit(source: ImageSource) -> Image.Image:
+def as_digit(source: ImageSource, size: int = SIZE) -> Image.Image:
     """A picture of one digit drawn the way the digits set is: dark ink on white paper, the ink
     filling the square's height (or width, turned) as the set's 8x8 digits fill theirs. Light-on-dark
     digits (MNIST, chalk, a white pen on black) are inverted, judged by the border, which is paper
     in any drawing; a small digit on a big canvas is cropped to its ink. The area-averaging
     reduction keeps thin strokes, as the set's 4x4 block counts did."""
-    gray = np.asarray(open_image(source, draft_size=8 * SIZE).convert("L"), dtype=np.float64)
+    gray = np.asarray(open_image(source, draft_size=8 * size).convert("L"), dtype=np.float64)
     ring = max(1, min(gray.shape) // 16)
     border = np.concatenate([gray[:ring].ravel(), gray[-ring:].ravel(), gray[:, :ring].ravel(), gray[:, -ring:].ravel()])
     if np.median(border) < 128:
         gray, border = 255.0 - gray, 255.0 - border
     paper, ink = float(np.median(border)), float(gray.min())
     if paper - ink < 16:  # no ink to speak of: nothing to frame
-        return Image.new("RGB", (SIZE, SIZE), "white")
+        return Image.new("RGB", (size, size), "white")
     gray = np.clip((gray - ink) / (paper - ink), 0.0, 1.0) * 255.0
     rows, cols = np.nonzero(gray < INK_LEVEL)
     gray = gray[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
@@ -244,7 +267,7 @@ def as_digit(source: ImageSource) -> Image.Image:
     square = np.full((side, side), 255.0)
     top, left = (side - gray.shape[0]) // 2, (side - gray.shape[1]) // 2
     square[top: top + gray.shape[0], left: left + gray.shape[1]] = gray
-    small = np.asarray(Image.fromarray(square.astype(np.float32), mode="F").resize((SIZE, SIZE), Image.Resampling.BOX))
+    small = np.asarray(Image.fromarray(square.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BOX))
     lo = float(small.min())  # the darkest pixel is full ink, as the set's darkest blocks are
     small = np.clip((small - lo) / max(255.0 - lo, 1.0), 0.0, 1.0) * 255.0
     return Image.fromarray(small.round().astype(np.uint8)).convert("RGB")

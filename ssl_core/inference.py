@@ -35,7 +35,7 @@ class RotationGuess:
     turn: int  # how many quarter-turns counter-clockwise the input was turned before asking
     predicted: int  # the model's answer, in quarter-turns
     confidence: float  # probability of that answer
-    image: torch.Tensor  # uint8 (3,32,32): what the model saw
+    image: torch.Tensor  # uint8 (3,S,S): what the model saw
     consistent: bool  # the answer follows the turn: predicted == (answer for the upload + turn) % 4
 
 
@@ -43,7 +43,7 @@ class RotationGuess:
 class RotationPrediction:
     probabilities: dict[str, float]  # "0°".."270°" -> probability, for the image as uploaded
     k: int  # most likely quarter-turns the upload is away from upright
-    model_input: torch.Tensor  # uint8 (3,32,32)
+    model_input: torch.Tensor  # uint8 (3,S,S)
     upright: Image.Image  # the upload (display size) turned back by -k quarter-turns
     guesses: list[RotationGuess]  # the upload turned by 0..3 more quarter-turns, and what the model says
 
@@ -62,11 +62,12 @@ def _display(img: Image.Image) -> Image.Image:
 
 
 def model_input(ckpt: Checkpoint, source: ImageSource) -> tuple[Image.Image, torch.Tensor]:
-    """The picture as displayed (EXIF applied) and the uint8 (3,32,32) input for this checkpoint."""
-    picture = open_image(source)
+    """The picture as displayed (EXIF applied) and the uint8 (3,S,S) input for this checkpoint, S
+    the image size it was trained at."""
+    picture, size = open_image(source), ckpt.model.args.image_size
     if ckpt.card.get("dataset") == "digits":
-        return picture, to_model_image(as_digit(picture))
-    return picture, to_model_image(picture, fit=PHOTO_FIT)
+        return picture, to_model_image(as_digit(picture, size), size=size)
+    return picture, to_model_image(picture, fit=PHOTO_FIT, size=size)
 
 
 @torch.no_grad()

@@ -189,19 +189,25 @@ def _mosaic(ref: Reference, xy: np.ndarray, placed: Optional[tuple[np.ndarray, t
     return mosaic(ref.images.images[ref.map_index], xy, placed)
 
 
+def cell_image(image: torch.Tensor) -> Image.Image:
+    """One image at a map cell's size: a 64-px photo reduced (area average) to CELL_PX."""
+    img = to_pil(image)
+    return img if img.size == (CELL_PX, CELL_PX) else img.resize((CELL_PX, CELL_PX), Image.Resampling.BOX)
+
+
 def mosaic(images: torch.Tensor, xy: np.ndarray, placed: Optional[tuple[np.ndarray, torch.Tensor]] = None) -> Image.Image:
-    """uint8 `images` (N,3,32,32) drawn at their map positions `xy` (N,2), one per grid cell;
-    `placed`: (position, image) of an upload, framed in red."""
+    """uint8 `images` (N,3,S,S) drawn at their map positions `xy` (N,2), one per grid cell of
+    CELL_PX (larger images reduced to it); `placed`: (position, image) of an upload, framed in red."""
     cells = _grid_size(len(xy))
     best, lo, hi = _cells(xy, cells)
     canvas = Image.new("RGB", (cells * CELL_PX, cells * CELL_PX), "white")
     for (cx, cy), i in best.items():
-        canvas.paste(to_pil(images[i]), (cx * CELL_PX, cy * CELL_PX))
+        canvas.paste(cell_image(images[i]), (cx * CELL_PX, cy * CELL_PX))
     if placed is not None:  # the upload drawn at its place, framed so it stands out
         at, image = placed
         u = np.clip((at - lo) / np.maximum(hi - lo, 1e-9), 0, 1) * (cells * CELL_PX - 2 * CELL_PX) + CELL_PX / 2
         x, y = int(u[0]), int(cells * CELL_PX - CELL_PX - u[1])
-        big = to_pil(image, scale=2)
+        big = cell_image(image).resize((2 * CELL_PX, 2 * CELL_PX), Image.Resampling.NEAREST)
         ImageDraw.Draw(canvas).rectangle([x - 4, y - 4, x + big.width + 3, y + big.height + 3], fill="#e11d48")
         canvas.paste(big, (x, y))
     return canvas

@@ -33,21 +33,27 @@ class ModelArgs:
     # Siamese only: distances between L2-normalised head outputs (trained with the batch-wide,
     # cosine NT-Xent) instead of raw ones (trained with Hadsell's margin). Old cards: raw.
     unit_embedding: bool = False
+    image_size: int = 32  # input side in pixels (cards written before it was a setting: 32)
+    # convnet: stride of the first conv. 2 halves a large input before the first stage, so a 64-px
+    # photo costs about what a 32-px one does at 1 (docs/benchmarks.md, "Image size").
+    stem_stride: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class Encoder(nn.Module):
-    """The seed's SimpleCNN body: two conv+ReLU+pool stages, then Linear(64*8*8, 128) + ReLU."""
+    """The seed's SimpleCNN body: two conv+ReLU+pool stages, then Linear(64*8*8, 128) + ReLU (at
+    32 px; the Linear layer grows with the image: it sees every position of the last map)."""
 
-    def __init__(self, width: int = 32, feature_dim: int = 128) -> None:
+    def __init__(self, width: int = 32, feature_dim: int = 128, image_size: int = 32) -> None:
         super().__init__()
         self.conv = nn.Sequential(
             nn.Conv2d(3, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         )
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 8 * 8, feature_dim), nn.ReLU(inplace=True))
+        side = image_size // 4
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * side * side, feature_dim), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.conv(x))
@@ -62,13 +68,16 @@ class ConvNetEncoder(nn.Module):
     """Four conv-BN-ReLU stages (width, 2w, 4w, 8w channels at 32, 16, 8, 4 pixels), global average
     pool, then Linear(8w, feature_dim) + ReLU, or nothing when `feature_dim` is 8w: the pooled
     channels themselves, which probe better after SimCLR than a ReLU layer on top of them. The
-    average pool makes its features independent of where in the picture an object sits."""
+    average pool makes its features independent of where in the picture an object sits, and of
+    the picture's size. `stem_stride` 2 makes the first conv strided: a 64-px input then reaches the
+    second stage at 16 px, as a 32-px one does, for a little more than a 32-px input's cost."""
 
-    def __init__(self, width: int = 24, feature_dim: int = 128) -> None:
+    def __init__(self, width: int = 24, feature_dim: int = 128, stem_stride: int = 1) -> None:
         super().__init__()
         w = width
+        stem = nn.Conv2d(3, w, 3, stride=stem_stride, padding=1, bias=False)
         self.conv = nn.Sequential(
-            *_conv_bn(3, w), nn.MaxPool2d(2),
+            stem, nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             *_conv_bn(w, 2 * w), nn.MaxPool2d(2),
             *_conv_bn(2 * w, 4 * w), nn.MaxPool2d(2),
             *_conv_bn(4 * w, 8 * w), nn.AdaptiveAvgPool2d(1),
@@ -117,6 +126,17 @@ def make_head(kind: str, feature_dim: int, out_dim: int) -> nn.Module:
 
 
 ARCHS = {"simple": Encoder, "convnet": ConvNetEncoder, "resnet18": ResNet18Encoder}
+
+
+def make_encoder(args: ModelArgs) -> nn.Module:
+    """The encoder `args` names, with the arguments only its kind takes."""
+    if args.stem_stride != 1 and args.arch != "convnet":
+        raise ValueError(f"a strided stem is a convnet option; {args.arch} has its own stem")
+    if args.arch == "simple":
+        return Encoder(args.width, args.feature_dim, args.image_size)
+    if args.arch == "convnet":
+        return ConvNetEncoder(args.width, args.feature_dim, args.stem_stride)
+    return ARCHS[args.arch](args.width, args.feature_dim)
 ARCH_TITLES = {"simple": "SimpleCNN", "convnet": "4-stage ConvNet", "resnet18": "ResNet-18"}  # for people
 
 
@@ -134,7 +154,7 @@ class SSLModel(nn.Module):
         self.args = args
         if args.arch not in ARCHS:
             raise ValueError(f"unknown encoder {args.arch!r}; choose one of {', '.join(ARCHS)}")
-        self.encoder = ARCHS[args.arch](args.width, args.feature_dim)
+        self.encoder = make_encoder(args)
         self.head = make_head(args.head, args.feature_dim, args.out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

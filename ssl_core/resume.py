@@ -40,7 +40,9 @@ FORMAT = 1
 COMPARED = ("task", "dataset", "arch", "epochs", "minutes", "batch_size", "lr", "optimizer", "weight_decay", "warmup",
             "max_shift", "flip", "crop_min_scale", "seed", "test_fraction", "margin", "temperature",
             "positive_fraction", "max_train_images", "world_size", "width", "pooled", "head", "label_smoothing", "turns",
-            "pair_loss", "schedule")
+            "pair_loss", "schedule", "image_size", "stem_stride")
+# Settings added after states were first saved: a state without one was saved with this value.
+BEFORE = {"image_size": 32, "stem_stride": 1}
 
 
 class ResumeError(UserError, ValueError):
@@ -171,8 +173,9 @@ def _read_frames(folder: Path, where: str) -> str:
 def check_matches(state: TrainState, config: dict, train_images: int, steps_per_epoch: int,
                   folder: Optional[str | os.PathLike] = None) -> None:
     """Refuse to continue a different run: one line naming every setting that differs."""
-    diffs = [f"{k} ({state.config.get(k)!r} there, {config.get(k)!r} here)" for k in COMPARED
-             if state.config.get(k) != config.get(k) and not (k == "epochs" and config.get("minutes") is not None)]
+    saved = {**BEFORE, **state.config}
+    diffs = [f"{k} ({saved.get(k)!r} there, {config.get(k)!r} here)" for k in COMPARED
+             if saved.get(k) != config.get(k) and not (k == "epochs" and config.get("minutes") is not None)]
     if state.train_images != train_images:
         diffs.append(f"training images ({state.train_images:,} there, {train_images:,} here)")
     elif state.steps_per_epoch != steps_per_epoch:
