@@ -313,7 +313,8 @@ def bench_command(args: argparse.Namespace) -> int:
 
         print(f"CPU: {cpu_model()}", flush=True)
         results = tta.run(args.tasks, args.recipes, args.data_dir, args.minutes, args.precision,
-                          log=lambda s: print(s, flush=True))
+                          log=lambda s: print(s, flush=True), dataset=args.dataset, image_size=args.image_size,
+                          width=args.width, stem_stride=args.stem_stride)
         print("\n".join(r.line() for r in results))
         return 0
     if args.epoch:
@@ -352,7 +353,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--epoch-images", type=int, default=50_000)
     b.add_argument("--to-accuracy", action="store_true",
                    help="instead: CIFAR-10 minutes to each task's target, the project's recipe beside the seed's")
-    b.add_argument("--data-dir", help="--to-accuracy: the CIFAR-10 root (default: where the app keeps it)")
+    b.add_argument("--data-dir", help="--to-accuracy: the CIFAR-10 root (default: where the app keeps it), or the photo folder")
+    b.add_argument("--dataset", choices=("cifar10", "folder"), default="cifar10",
+                   help="--to-accuracy: CIFAR-10, or a folder of photos (the Tiny ImageNet copy; photo targets)")
+    b.add_argument("--image-size", type=int, help="--to-accuracy: pixels a side (default 32)")
+    b.add_argument("--width", type=int, help="--to-accuracy: encoder width (default: the recipe's)")
+    b.add_argument("--stem-stride", type=int, choices=(1, 2), help="--to-accuracy: convnet's first-conv stride")
     b.add_argument("--tasks", type=comma_list(("rotation", "simclr", "siamese")), default="rotation,simclr,siamese",
                    help="--to-accuracy: comma-separated tasks")
     b.add_argument("--recipes", type=comma_list(("project", "seed"), both=True), default="both",

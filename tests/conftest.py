@@ -41,6 +41,34 @@ def cifar_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "cifar10-jpeg"
 
 
+# The shared Tiny ImageNet copy (64-px photographs, 202 classes): the photo models' data.
+PHOTOS_TAR = SHARED_TAR.with_name("tiny-imagenet-jpeg.tar.gz")
+# Ten classes that look unlike each other (animals, objects), 60 training and 20 test photos each.
+PHOTO_SLICE_CLASSES = ("African elephant", "American lobster", "CD player", "Chihuahua", "Egyptian cat", "German shepherd",
+                       "abacus", "school bus", "pizza", "seashore")
+PHOTO_SLICE_TRAIN, PHOTO_SLICE_TEST = 60, 20
+
+
+@pytest.fixture(scope="session")
+def photo_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ten classes of the Tiny ImageNet copy, extracted into a temp folder in the copy's
+    train/<class>/, test/<class>/ layout (one streamed pass over the archive, ~10 s)."""
+    if not PHOTOS_TAR.is_file():
+        pytest.skip(f"the shared Tiny ImageNet copy is not at {PHOTOS_TAR} (see ../shared/data/README.md)")
+    root = tmp_path_factory.mktemp("photo-slice")
+    kept: dict[tuple[str, str], int] = {}
+    with tarfile.open(PHOTOS_TAR, "r:gz") as tar:
+        for member in tar:
+            parts = member.name.split("/")  # tiny-imagenet-jpeg/<split>/<class>/<file>.jpg
+            if not member.isfile() or len(parts) != 4 or parts[2] not in PHOTO_SLICE_CLASSES:
+                continue
+            key = (parts[1], parts[2])
+            if kept.get(key, 0) < (PHOTO_SLICE_TRAIN if parts[1] == "train" else PHOTO_SLICE_TEST):
+                kept[key] = kept.get(key, 0) + 1
+                tar.extract(member, root, filter="data")
+    return root / "tiny-imagenet-jpeg"
+
+
 def write_fake_cifar(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
     """CIFAR-10's python layout (cifar-10-batches-py: 5 data batches, test_batch, batches.meta) with
     random pixels, tiny by default; the benchmark's own writer, so both read the same format."""

@@ -164,3 +164,26 @@ def test_the_folder_cap_is_the_apps_and_the_command_line_lifts_it(tmp_path):
         prepare_data(TrainConfig(task="rotation", dataset="folder", data_dir=str(tmp_path / "set"), max_folder_images=5))
     assert len(prepare_data(TrainConfig(task="rotation", dataset="folder", data_dir=str(tmp_path / "set"),
                                         max_folder_images=None))[1].train) == 5
+
+
+def test_photos_load_at_the_runs_image_size(photo_slice, tmp_path, monkeypatch):
+    """The Tiny ImageNet copy's 64-px JPEGs: at 64 every file takes the batched decoder and keeps its
+    pixels exactly; at 32 the same files are reduced as an upload would be. Each size has its cache."""
+    from ssl_core.images import to_model_image
+
+    monkeypatch.setenv("SSL_DATA_DIR", str(tmp_path / "cache"))
+    big = load_folder(photo_slice, size=64)
+    small = load_folder(photo_slice, size=32)
+    assert big.images.shape[1:] == (3, 64, 64) and big.image_size == 64 and small.image_size == 32
+    assert len(big) == len(small) == 800 and int(big.test_mask.sum()) == 200
+    first = sorted((photo_slice / "train" / big.class_names[0]).iterdir())[0]
+    assert torch.equal(big.images[0], to_model_image(first, size=64))
+    assert torch.equal(small.images[0], to_model_image(first, size=32))
+    assert len(list((tmp_path / "cache" / "tensors").glob("*.safetensors"))) == 2
+    assert torch.equal(load_folder(photo_slice, size=64).images, big.images)  # from its cache
+
+
+def test_imageset_takes_any_square_size_and_only_squares():
+    assert ImageSet(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), None, [], "x").image_size == 64
+    with pytest.raises(ValueError, match="uint8"):
+        ImageSet(torch.zeros(2, 3, 64, 48, dtype=torch.uint8), None, [], "x")

@@ -60,3 +60,43 @@ def test_resnet18_has_the_cifar_stem_and_every_head(tmp_path):
     save_checkpoint(tmp_path / "r18", model, make_card(model, {}, "digits", [], {}))
     loaded = load_checkpoint(tmp_path / "r18")
     assert loaded.card["arch"] == "resnet18" and torch.equal(loaded.model(x), model(x))
+
+
+def test_image_size_is_a_model_argument():
+    # The seed's Linear layer sees every position of its last map, so it grows with the picture.
+    big = build_model("rotation", image_size=64)
+    assert big.encoder.fc[1].in_features == 64 * 16 * 16 and big(torch.randn(2, 3, 64, 64)).shape == (2, 4)
+    # The convnet's average pool takes any size; a strided stem halves the picture first.
+    plain = build_model("rotation", arch="convnet", image_size=64)
+    strided = build_model("rotation", arch="convnet", image_size=64, stem_stride=2)
+    x = torch.randn(2, 3, 64, 64)
+    assert plain(x).shape == strided(x).shape == (2, 4)
+    assert strided.encoder.conv[0].stride == (2, 2) and plain.encoder.conv[0].stride == (1, 1)
+    # Same weights, same names: a strided stem changes no parameter shape (cards rebuild either).
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in strided.state_dict().items()}
+
+
+def test_cards_without_image_size_rebuild_as_32_px(shipped_checkpoints):
+    import json
+
+    from ssl_core.checkpoints import load_checkpoint
+    from ssl_core.models import ModelArgs
+
+    card = json.loads((shipped_checkpoints / "cifar10-rotation" / "card.json").read_text())
+    old_args = {k: v for k, v in card["model_args"].items() if k not in ("image_size", "stem_stride")}
+    assert ModelArgs(**old_args).image_size == 32 and ModelArgs(**old_args).stem_stride == 1
+    ckpt = load_checkpoint(shipped_checkpoints / "cifar10-rotation")
+    assert ckpt.model.args.image_size == 32 and ckpt.model(torch.randn(1, 3, 32, 32)).shape == (1, 4)
+
+
+def test_strided_stem_is_a_convnet_option():
+    import pytest
+
+    from ssl_core.config import TrainConfig
+
+    with pytest.raises(ValueError, match="convnet option"):
+        TrainConfig(task="rotation", dataset="digits", stem_stride=2)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        TrainConfig(task="rotation", dataset="digits", image_size=30)
+    with pytest.raises(ValueError, match="image_size must be between"):
+        TrainConfig(task="rotation", dataset="cifar10", image_size=1024)

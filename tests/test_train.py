@@ -219,3 +219,25 @@ def test_ctrl_c_stops_the_cli_at_the_next_step_and_writes_nothing(tmp_path: Path
     else:
         assert done.group(2).startswith("resumable state kept in"), done.group(0)
         assert [p.name for p in (tmp_path / "run").iterdir()] == ["resume"]
+
+
+@pytest.mark.slow
+def test_a_64_px_photo_run_end_to_end(photo_slice, tmp_path, monkeypatch):
+    """`--image-size 64` on the Tiny ImageNet layout: the data, the strided convnet, the frames, the
+    card and an upload all at 64 px; the run learns to tell turns (chance 0.25)."""
+    from ssl_core import inference
+
+    monkeypatch.setenv("SSL_DATA_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "rot64"
+    assert cli(["train", "--task", "rotation", "--dataset", "folder", "--data-dir", str(photo_slice), "--image-size", "64",
+                "--stem-stride", "2", "--epochs", "4", "--out", str(out)]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["image_size"] == 64 and card["config"]["image_size"] == 64 and card["model_args"]["stem_stride"] == 2
+    assert card["metrics"]["test_images"] == 200 and card["metrics"]["rotation_accuracy"] > 0.4
+    frames = json.loads((out / "frames.json").read_text())
+    assert len(frames["frames"]) >= 2
+    ckpt = load_checkpoint(out)
+    photo = sorted((photo_slice / "test" / "school bus").iterdir())[0]
+    picture, x = inference.model_input(ckpt, photo)
+    assert x.shape == (3, 64, 64) and picture.size == (64, 64)
+    assert inference.predict_rotation(ckpt, photo).model_input.shape == (3, 64, 64)
