@@ -1,25 +1,31 @@
 """User data sets that arrive as a .zip upload or a typed folder path, made safe for a public demo.
 
 A zip from a stranger can try to write outside its folder (`../../app.py`, `/etc/x`, a symlink),
-expand a few KB into gigabytes, or hold no images at all; a typed path can point at
-`/etc` or `~/.ssh`. Both are refused here with a message a user can act on, before any image is
-decoded. Images themselves are still decoded only by `images.to_model_image` (via `load_folder`).
+expand a few KB into gigabytes, hold pictures whose few KB decode into gigabytes of pixels, or hold
+no images at all; a typed path can point at `/etc` or `~/.ssh`. Both are refused here with a
+message a user can act on, before any image is decoded: a zip's pictures are sized from their
+headers (the first bytes of each member) before a byte is written. Images themselves are still
+decoded only by `images.to_model_image` (via `load_folder`).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import stat
 import uuid
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
+from PIL import Image
+
 from .data import DataError
-from .images import IMAGE_SUFFIXES, MAX_BYTES
+from .images import IMAGE_SUFFIXES, MAX_BYTES, MAX_PIXELS
 
 # Limits sized for "my few thousand photos": generous for real data sets, far below what fills a
 # Space's disk. Image files are already compressed, so a real one shrinks little in a zip; a
@@ -29,6 +35,11 @@ MAX_TOTAL_BYTES = 1024 * 1024 * 1024
 MAX_RATIO = 200
 RATIO_MIN_BYTES = 1024 * 1024
 FREE_SPACE_MARGIN = 256 * 1024 * 1024  # never fill the disk the app's checkpoints live on
+# All of a zip's pictures together, as their headers say: decoding time grows with pixels, not with
+# bytes (a 63-megapixel PNG of one colour is 60 KB). 200 MB of phone photos is ~0.7 gigapixels,
+# CIFAR-10 whole 0.06; two gigapixels decode in well under a minute on two cores.
+MAX_ZIP_PIXELS = 2_000_000_000
+HEADER_BYTES = 64 * 1024  # enough for a picture's header behind the usual EXIF and colour-profile blocks
 # Folders archivers add that hold no user data (macOS resource forks, thumbnails).
 JUNK_DIRS = {"__MACOSX", ".DS_Store", "Thumbs.db", "__pycache__"}
 
@@ -92,6 +103,52 @@ def _check_sizes(infos: list[zipfile.ZipInfo]) -> None:
             raise ArchiveError("The zip is password-protected; upload an unencrypted zip.")
 
 
+def _header_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) as a picture's header says, read without decoding a pixel; None when PIL
+    cannot identify the bytes (load_folder skips such files); (0, 0) for PIL's own bomb refusal."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return img.size
+    except Image.DecompressionBombError:  # over twice PIL's own limit: far over ours
+        return (0, 0)
+    except Exception:  # noqa: BLE001 - PIL's format plugins raise assorted errors on junk
+        return None
+
+
+def _picture_size(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Optional[tuple[int, int]]:
+    """The member's picture size from its first bytes (decompressing only those); the whole member,
+    at most MAX_BYTES, where the header lies further in (TIFF keeps it anywhere)."""
+    with zf.open(info) as member:
+        head = member.read(HEADER_BYTES)
+        size = _header_size(head)
+        if size is None and len(head) == HEADER_BYTES:
+            size = _header_size(head + member.read(MAX_BYTES - HEADER_BYTES))
+    return size
+
+
+def _check_pixels(zf: zipfile.ZipFile, keep: list[tuple[zipfile.ZipInfo, PurePosixPath]]) -> None:
+    """Refuse the zip before anything is written if one picture is over the per-image pixel limit or
+    all of them together would take too long to decode."""
+    total, largest = 0, ("", 0, 0)
+    for info, _ in keep:
+        size = _picture_size(zf, info)
+        if size is None:
+            continue
+        w, h = size
+        if w * h > MAX_PIXELS or w * h == 0:
+            shown = f"{w}x{h} ({w * h / 1e6:,.0f} megapixels)" if w * h else "too large to decode safely"
+            raise ArchiveError(f"The zip was refused: '{info.filename}' is {shown}, over the "
+                               f"{MAX_PIXELS // 1_000_000}-megapixel limit for one image.")
+        total += w * h
+        largest = max(largest, (info.filename, w, h), key=lambda x: x[1] * x[2])
+    if total > MAX_ZIP_PIXELS:
+        name, w, h = largest
+        raise ArchiveError(f"The zip was refused: its images hold {total / 1e9:,.1f} gigapixels together (the largest, "
+                           f"'{name}', is {w}x{h}); at most {MAX_ZIP_PIXELS / 1e9:,.0f} are accepted.")
+
+
 def _copy_capped(src: zipfile.ZipExtFile, dst: Path, limit: int) -> None:
     """Copy at most `limit` bytes: the declared size is checked first, but the count here does not
     trust it."""
@@ -109,7 +166,8 @@ def extract_zip(zip_path: str | os.PathLike, dest_root: str | os.PathLike) -> Ex
 
     Refuses (ArchiveError, nothing left behind): a file that is not a zip or is damaged, paths that
     escape the folder (`..`, absolute, symlinks), zip bombs (entry count, total size, compression
-    ratio), encrypted zips, and zips with no images. Non-image files are skipped and counted.
+    ratio), pixel bombs (a picture over the per-image pixel limit, or too many pixels together, as
+    the headers say), encrypted zips, and zips with no images. Non-image files are skipped and counted.
     """
     src = Path(zip_path)
     if not src.is_file():
@@ -137,6 +195,7 @@ def extract_zip(zip_path: str | os.PathLike, dest_root: str | os.PathLike) -> Ex
                     f"The zip holds no images ({len(infos)} file{'s' if len(infos) != 1 else ''}, none of them "
                     f"{', '.join(sorted(IMAGE_SUFFIXES))})."
                 )
+            _check_pixels(zf, keep)
             need = sum(i.file_size for i, _ in keep)
             if shutil.disk_usage(dest_root).free < need + FREE_SPACE_MARGIN:
                 raise ArchiveError("The server is short of disk space for this zip; try a smaller one.")

@@ -7,10 +7,13 @@ sketch uploaded in the browser is resized exactly as the training data was.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import math
 import os
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Optional, Union
@@ -25,6 +28,13 @@ SIZE = 32  # the default image size: CIFAR-10's, the digits set's, and every car
 # A 40-megapixel phone photo decodes fine; a crafted 1-gigapixel PNG of a few KB must not.
 MAX_PIXELS = 64_000_000
 MAX_BYTES = 30 * 1024 * 1024
+# A decoded picture over this many pixels is reduced at once, in its own mode, before any copy or
+# colour conversion: a 63-megapixel RGBA or 16-bit PNG of a few KB otherwise took ~1 GB through
+# them. Nothing shown or fed to a model needs more (displays are 256 px, models 32 to 64).
+SHRINK_PIXELS = 4_000_000
+# Pictures over SHRINK_PIXELS decode one at a time in this process, whichever thread, visitor or
+# data set asks: at most ~0.5 GB (64 megapixels RGBA and its reduction) held by large decodes.
+_LARGE_DECODE = threading.Lock()
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 
@@ -63,6 +73,7 @@ def open_image(source: ImageSource, draft_size: Optional[int] = None) -> Image.I
     Animated images give their first frame. Raises ImageError with a readable message.
     `draft_size`: when only a small version is needed, let JPEG decode at a reduced scale no
     smaller than this on either side, far cheaper than decoding every pixel of a phone photo.
+    A file decoding to more than SHRINK_PIXELS is returned reduced to about that (`_shrink`).
     """
     if isinstance(source, np.ndarray):
         arr = source
@@ -88,7 +99,10 @@ def open_image(source: ImageSource, draft_size: Optional[int] = None) -> Image.I
                 _check_pixels(img)
                 if draft_size:
                     img.draft(img.mode, (draft_size, draft_size))  # JPEG only; a no-op for other formats
-                img.load()
+                large = img.width * img.height > SHRINK_PIXELS  # the size the decoder will allocate
+                with _LARGE_DECODE if large else contextlib.nullcontext():
+                    img.load()
+                    img = _shrink(img)
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -105,6 +119,26 @@ def open_image(source: ImageSource, draft_size: Optional[int] = None) -> Image.I
     except Exception:  # noqa: BLE001 - a broken EXIF block should not make a good image unusable
         pass
     return to_rgb(img)
+
+
+def _shrink(img: Image.Image) -> Image.Image:
+    """`img` box-reduced to about SHRINK_PIXELS, its aspect and EXIF orientation kept; unchanged
+    when it is not larger. Palette and 1-bit pictures become RGB(A) and L first (a box filter
+    cannot average palette indices); PIL's filter weighs colours by alpha, so edges stay clean."""
+    w, h = img.size
+    if w * h <= SHRINK_PIXELS:
+        return img
+    try:
+        exif = img.getexif().tobytes()  # TIFF keeps its orientation in tags a resized copy drops
+    except Exception:  # noqa: BLE001 - a broken EXIF block only loses its orientation
+        exif = b""
+    if img.mode in ("1", "P", "PA"):
+        img = img.convert("L" if img.mode == "1" else "RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+    k = math.sqrt(w * h / SHRINK_PIXELS)
+    small = img.resize((max(1, int(w / k)), max(1, int(h / k))), Image.Resampling.BOX)
+    if exif:
+        small.info["exif"] = exif
+    return small
 
 
 def _check_pixels(img: Image.Image) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import shutil
 import stat
+import time
 import zipfile
 from pathlib import Path
 
@@ -206,3 +208,123 @@ def test_network_facing_server_without_root_refuses_typed_paths(data_root: Path,
         resolve_data_folder(str(data_root / "mine"))
     # With a root configured, the same server reads folders inside it.
     assert resolve_data_folder("mine", data_root).name == "mine"
+
+
+# ------------------------------------------------------- pixel bombs: sized from headers, refused unread
+def test_a_crafted_huge_jpeg_refuses_the_zip_before_anything_is_written(tmp_path: Path) -> None:
+    from tests.test_images import huge_jpeg
+
+    members = {f"set/cats/{i}.png": png_bytes() for i in range(3)} | {"set/cats/huge.jpg": huge_jpeg(10_000, 7_000)}
+    t = time.perf_counter()
+    with pytest.raises(ArchiveError, match=r"'set/cats/huge.jpg' is 10000x7000 \(70 megapixels\), over the 64-megapixel limit"):
+        safe_extract_zip(make_zip(tmp_path / "up.zip", members), tmp_path / "uploads")
+    assert time.perf_counter() - t < 2
+    assert leftovers(tmp_path / "uploads") == []
+
+
+@pytest.mark.parametrize("size, message", [
+    ((10_000, 7_000), r"'a/bomb.png' is 10000x7000 \(70 megapixels\)"),  # over ours, under PIL's own limit
+    ((20_000, 20_000), r"'a/bomb.png' is too large to decode safely"),  # PIL refuses to even open it
+])
+def test_png_bombs_refuse_the_zip(tmp_path: Path, size: tuple[int, int], message: str) -> None:
+    from tests.test_images import bilevel_png
+
+    z = make_zip(tmp_path / "up.zip", {"a/ok.png": png_bytes(), "a/bomb.png": bilevel_png(*size)})
+    with pytest.raises(ArchiveError, match=message):
+        safe_extract_zip(z, tmp_path / "uploads")
+    assert leftovers(tmp_path / "uploads") == []
+
+
+def test_a_header_behind_a_large_metadata_block_is_still_found(tmp_path: Path) -> None:
+    """Padding the file before its frame header (a 100 KB comment) does not hide the claimed size:
+    a header not found in the first bytes is looked for in the whole member."""
+    from tests.test_images import huge_jpeg
+
+    crafted = huge_jpeg(10_000, 7_000)
+    padded = crafted[:2] + b"".join(b"\xff\xfe" + (65533).to_bytes(2, "big") + bytes(65531) for _ in range(2)) + crafted[2:]
+    assert len(padded) > archive.HEADER_BYTES
+    with pytest.raises(ArchiveError, match="70 megapixels"):
+        safe_extract_zip(make_zip(tmp_path / "up.zip", {"huge.jpg": padded}), tmp_path / "uploads")
+
+
+def test_too_many_pixels_together_refuse_the_zip(tmp_path: Path) -> None:
+    """Forty 60-megapixel PNGs of 60 KB each: every one under the per-image limit, 2.4 gigapixels
+    together, minutes of decoding for the one shared job. Refused from their headers."""
+    from tests.test_images import bilevel_png
+
+    one = bilevel_png(8_000, 7_500)
+    z = make_zip(tmp_path / "up.zip", {f"scans/{i:02d}.png": one for i in range(40)})
+    assert z.stat().st_size < 5_000_000
+    t = time.perf_counter()
+    with pytest.raises(ArchiveError, match=r"2\.4 gigapixels together \(the largest, 'scans/00.png', is 8000x7500\); at most 2"):
+        safe_extract_zip(z, tmp_path / "uploads")
+    assert time.perf_counter() - t < 5
+    assert leftovers(tmp_path / "uploads") == []
+
+
+def test_a_member_larger_than_its_header_claims_is_refused(tmp_path: Path) -> None:
+    """Both size fields of a stored member say 100 bytes, the data is 5,000: the reader never gives
+    more than the header's count (so nothing larger than declared is written) and the CRC check
+    fails, refusing the zip whole."""
+    payload = png_bytes(size=64) + bytes(5000)
+    z = make_zip_stored(tmp_path / "lie.zip", {"ok.png": png_bytes(), "liar.png": payload})
+    raw = bytearray(z.read_bytes())
+    for signature, size_offsets in ((b"PK\x03\x04", (18, 22)), (b"PK\x01\x02", (20, 24))):
+        at = raw.index(signature, raw.index(b"liar.png") - 60 if signature == b"PK\x03\x04" else raw.rindex(b"PK\x01\x02"))
+        for off in size_offsets:
+            raw[at + off: at + off + 4] = (100).to_bytes(4, "little")
+    z.write_bytes(bytes(raw))
+    info = {i.filename: i for i in zipfile.ZipFile(z).infolist()}["liar.png"]
+    assert info.file_size == info.compress_size == 100
+    with pytest.raises(ArchiveError, match="could not be extracted|damaged"):
+        safe_extract_zip(z, tmp_path / "uploads")
+    assert leftovers(tmp_path / "uploads") == []
+
+
+def test_a_full_disk_refuses_the_zip_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    z = make_zip(tmp_path / "up.zip", {f"{i}.png": png_bytes() for i in range(3)})
+    real = shutil.disk_usage
+    monkeypatch.setattr(archive.shutil, "disk_usage", lambda p: real(p)._replace(free=archive.FREE_SPACE_MARGIN))
+    with pytest.raises(ArchiveError, match="short of disk space"):
+        safe_extract_zip(z, tmp_path / "uploads")
+    assert leftovers(tmp_path / "uploads") == []
+
+
+def test_a_folder_of_crafted_pictures_loads_its_real_images_without_decoding_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typed folder (or the command line's) gets no zip check: each crafted file is refused from
+    its header as it comes, the real images load, and no decoder is handed a crafted size."""
+    from tests.test_images import bilevel_png, huge_jpeg
+
+    monkeypatch.setenv("SSL_DATA_DIR", str(tmp_path / "cache"))
+    for cls, color in (("cats", (200, 10, 10)), ("dogs", (10, 10, 200))):
+        (tmp_path / "set" / cls).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "set" / cls / f"{i}.png").write_bytes(png_bytes(color))
+        (tmp_path / "set" / cls / "huge.jpg").write_bytes(huge_jpeg(10_000, 7_000))
+        (tmp_path / "set" / cls / "bomb.png").write_bytes(bilevel_png(20_000, 20_000))
+        (tmp_path / "set" / cls / "over.png").write_bytes(bilevel_png(10_000, 7_000))
+    from PIL import ImageFile
+
+    from ssl_core import images
+
+    loaded: list[tuple[int, int]] = []  # the size of every picture a decoder was asked for
+    real_load, real_batch = ImageFile.ImageFile.load, images._decode_jpegs
+
+    def spy(self):  # noqa: ANN001, ANN202
+        loaded.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    monkeypatch.setattr(images, "_decode_jpegs", lambda files: (loaded.extend(map(images.jpeg_size, files)), real_batch(files))[1])
+    t = time.perf_counter()
+    data = load_folder(tmp_path / "set")
+    assert time.perf_counter() - t < 5
+    assert len(data) == 4 and data.labels.tolist() == [0, 0, 1, 1]
+    assert loaded and max(w * h for w, h in loaded) <= 16 * 16, loaded  # the four real ones, 16x16
+
+
+def make_zip_stored(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path

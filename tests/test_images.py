@@ -307,3 +307,141 @@ def test_many_files_decode_exactly_as_one_at_a_time(tmp_path: Path) -> None:
         else:
             assert got is not None and torch.equal(got, want), path
     assert many[paths.index(str(tmp_path / "plain.jpg"))] is not None and many[-1] is None and many[-2] is None
+
+
+# ------------------------------------------------------------ crafted sizes: refused before decoding
+def huge_jpeg(width: int, height: int) -> bytes:
+    """A crafted JPEG of a few hundred bytes whose frame header claims width x height: a decoder that
+    trusts it allocates the whole picture (3 bytes a pixel) before it finds the data missing."""
+    data = bytearray(encode(Image.new("RGB", (16, 16), (90, 90, 90)), "JPEG"))
+    sof = data.index(b"\xff\xc0")  # baseline frame header: length(2) precision(1) height(2) width(2)
+    data[sof + 5: sof + 7] = height.to_bytes(2, "big")
+    data[sof + 7: sof + 9] = width.to_bytes(2, "big")
+    assert images.jpeg_size(bytes(data)) == (width, height)  # the header says what we meant
+    return bytes(data)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def peak_mb(code: str, *args: str) -> tuple[str, float]:
+    """Run `code` in a fresh Python (ARGS = args) and return its stdout and the peak resident memory,
+    in MB, that it added over the process after its imports (Linux's VmHWM, reset just before)."""
+    import subprocess
+    import sys
+
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("peak memory is read from Linux's /proc")
+    prelude = (
+        "import sys, torch\nfrom ssl_core import images, data, archive\nARGS = sys.argv[1:]\n"
+        "def _mb(key):\n    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) / 1024\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n_base = _mb('VmRSS')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", prelude + code + "\nprint('PEAK', _mb('VmHWM') - _base)", *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    *lines, last = out.stdout.strip().splitlines()
+    return "\n".join(lines), float(last.split()[1])
+
+
+def test_a_crafted_huge_jpeg_is_refused_from_its_header_on_every_path(tmp_path: Path) -> None:
+    """70 megapixels claimed by a 300-byte file: refused before any decoder allocates the picture,
+    whether it arrives alone (an upload) or among a data set's files (the batched fast path)."""
+    crafted = huge_jpeg(10_000, 7_000)
+    assert len(crafted) < 1000
+    with pytest.raises(ImageError, match=r"10000x7000 \(70 megapixels\), over the 64-megapixel limit"):
+        to_model_image(crafted)
+    (tmp_path / "crafted.jpg").write_bytes(crafted)
+    # A file claiming exactly the model size takes the batched decoder, the crafted one never does.
+    paths = [str(tmp_path / "crafted.jpg")] * 8
+    small = tmp_path / "small.jpg"
+    small.write_bytes(encode(Image.new("RGB", (32, 32), (9, 99, 199)), "JPEG"))
+    seen: list[Optional[tuple[int, int]]] = []
+    real = images._decode_jpegs
+
+    def spy(files: list[bytes]) -> list:
+        seen.extend(images.jpeg_size(f) for f in files)
+        return real(files)
+
+    try:
+        images._decode_jpegs = spy
+        out = images.to_model_images(paths + [str(small)])
+    finally:
+        images._decode_jpegs = real
+    assert out[:8] == [None] * 8 and out[8] is not None and seen == [(32, 32)]
+
+
+def test_eight_crafted_jpegs_in_a_data_set_cost_no_memory(tmp_path: Path) -> None:
+    """Measured in a fresh process: eight 70-megapixel JPEGs (real ones, 1.1 MB each, as a zip would
+    carry) took 2.35 GB through the batched decoder before the header check; now they are refused
+    unread. A 63-megapixel one, under the limit, is decoded at 1/8 scale."""
+    real = encode(Image.new("RGB", (10_000, 7_000), (90, 90, 90)), "JPEG", quality=90)
+    under = encode(Image.new("RGB", (9_000, 7_000), (90, 90, 90)), "JPEG", quality=90)
+    for i in range(8):
+        (tmp_path / f"{i}.jpg").write_bytes(real)
+    (tmp_path / "under.jpg").write_bytes(under)
+    files = [str(tmp_path / f"{i}.jpg") for i in range(8)] + [str(tmp_path / "under.jpg")]
+    out, peak = peak_mb("r = images.to_model_images(ARGS)\nprint([x is None for x in r])", *files)
+    assert out == str([True] * 8 + [False]), out
+    assert peak < 100, f"{peak:.0f} MB"
+
+
+@pytest.mark.parametrize("mode", list(mode_cases()))
+def test_large_pictures_are_reduced_as_they_decode_and_keep_their_colours(mode: str) -> None:
+    """Every mode at 5 megapixels (over images.SHRINK_PIXELS): reduced in its own mode right after
+    decoding, it gives the colour the small picture gives, and the 16-bit range still fills 0..255."""
+    img, rgb = mode_cases()[mode]
+    big = img.resize((2500, 2000), Image.Resampling.NEAREST)
+    try:
+        data = encode(big, "PNG")
+    except (OSError, KeyError):
+        data = encode(big, "TIFF")
+    shown = open_image(data)
+    assert shown.width * shown.height <= images.SHRINK_PIXELS and abs(shown.width / shown.height - 1.25) < 0.01
+    t = to_model_image(data)
+    assert_model_image(t)
+    if rgb is None:
+        assert t.min() == 0 and t.max() == 255 and len(torch.unique(t)) > 4
+    else:
+        assert t[:, 16, 16].tolist() == list(rgb), mode
+
+
+def test_a_large_picture_keeps_its_orientation_and_transparent_edges() -> None:
+    # 3000x2000 stored sideways (EXIF 6), red on the stored left half: shown 2000x3000, red on top.
+    arr = np.full((2000, 3000, 4), 255, dtype=np.uint8)
+    arr[:, :1500, :3] = (255, 0, 0)
+    arr[:, 2800:, 3] = 0  # a transparent strip, black under alpha 0, must come out white
+    arr[:, 2800:, :3] = 0
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for fmt in ("PNG", "TIFF"):  # PNG keeps EXIF in a chunk; TIFF in tags a resized copy drops
+        shown = open_image(encode(Image.fromarray(arr), fmt, exif=exif.tobytes()))
+        assert shown.height > shown.width and shown.width * shown.height <= images.SHRINK_PIXELS, fmt
+        # Turned clockwise: the stored left (red) is on top, the stored right edge (the strip) at the bottom.
+        top, strip = shown.getpixel((shown.width // 2, 10)), shown.getpixel((shown.width // 2, shown.height - 10))
+        assert top[1] < 30 and strip == (255, 255, 255), (fmt, top, strip)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "I;16", "P-transparent"])
+def test_costly_modes_at_the_pixel_limit_stay_within_a_memory_bound(tmp_path: Path, mode: str) -> None:
+    """63-megapixel PNGs of a few KB in the modes whose conversions cost most: they took ~1 GB each
+    through them; reduced as they decode, ~0.6 GB at most (PIL holds RGBA as 4 bytes a pixel and
+    resizes it premultiplied: two copies of the decoded picture)."""
+    size = (9000, 7000)
+    img = {"RGBA": Image.new("RGBA", size, (1, 2, 3, 100)), "I;16": Image.new("I;16", size, 1000),
+           "P-transparent": Image.new("P", size, 1)}[mode]
+    path = tmp_path / "big.png"
+    img.save(path, transparency=1) if mode == "P-transparent" else img.save(path)
+    assert path.stat().st_size < 300_000
+    out, peak = peak_mb("print(tuple(images.to_model_image(ARGS[0]).shape))", str(path))
+    assert out == "(3, 32, 32)" and peak < 700, f"{mode}: {peak:.0f} MB"
+
+
+def test_large_decodes_take_turns(tmp_path: Path) -> None:
+    """Two threads decoding 63-megapixel RGBA PNGs at once hold one picture's memory, not two."""
+    Image.new("RGBA", (9000, 7000), (1, 2, 3, 100)).save(tmp_path / "big.png")
+    code = ("from concurrent.futures import ThreadPoolExecutor\n"
+            "with ThreadPoolExecutor(2) as pool:\n    r = list(pool.map(images.to_model_image, ARGS * 2))\n"
+            "print(len(r))")
+    out, peak = peak_mb(code, str(tmp_path / "big.png"))
+    assert out == "2" and peak < 700, f"{peak:.0f} MB"
