@@ -12,7 +12,7 @@ TASK_TITLES = {
     "simclr": "SimCLR (no labels)",
 }
 DATASETS = ("digits", "cifar10", "folder")
-DATASET_TITLES = {"cifar10": "CIFAR-10", "digits": "digits"}  # a data set as people write it; folders keep their name
+DATASET_TITLES = {"cifar10": "CIFAR-10", "digits": "digits", "tiny-imagenet": "Tiny ImageNet"}  # a data set as people write it; folders keep their name
 
 
 def dataset_title(dataset: str) -> str:

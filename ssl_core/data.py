@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +27,7 @@ from .folders import class_entries, split_folders
 from .images import IMAGE_SUFFIXES, SIZE, to_model_image, to_model_images, to_pil
 
 DIGITS_CLASSES = [str(d) for d in range(10)]
+TINY_IMAGENET, TINY_IMAGENET_FOLDER, TINY_IMAGENET_CLASSES = "tiny-imagenet", "tiny-imagenet-jpeg", 202
 CIFAR10_CLASSES = cifar_files.CLASSES
 CIFAR10_FOLDER = cifar_files.FOLDER
 # The app's cap on a folder (a visitor's upload): room for all of CIFAR-10 as image files (60,000);
@@ -280,9 +281,10 @@ def load_folder(path: str | os.PathLike, progress: Optional[ProgressFn] = None,
                         "Use a smaller selection (the command line takes larger sets).")
     key = fingerprint(root, [(f.rel, f.stat) for f, _ in entries])
     key += "" if size == SIZE else f"-{size}px"  # the default keeps its old key: 32-px caches stay valid
+    name, source = _folder_identity(root, parts is not None, len(class_names))
     cached = read_cache(key)
     if cached is not None and cached.image_size == size:
-        return cached
+        return replace(cached, name=name, source=source)
     label = f"{root.name} ({2 * len(entries) * 3 * size * size / 1e9:.1f} GB in memory)"  # tiles + their stack
     images = _decode_all([f.path for f, _ in entries], label, progress, size)
     ok = [i for i, img in enumerate(images) if img is not None]
@@ -295,17 +297,24 @@ def load_folder(path: str | os.PathLike, progress: Optional[ProgressFn] = None,
         class_names = [class_names[u] for u in used]
         labels = [remap[x] for x in labels]
     test_mask = torch.tensor([in_test[i] for i in ok], dtype=torch.bool) if parts is not None else None
-    source = f"folder {root.name}" + (" (its own train/test split)" if parts is not None else "")
     data = ImageSet(
         torch.stack([images[i] for i in ok]),
         torch.tensor(labels, dtype=torch.int64) if labeled else None,
         class_names,
-        f"folder:{root.name}",
+        name,
         test_mask,
         source,
     )
     write_cache(key, data)
     return data
+
+
+def _folder_identity(root: Path, has_split: bool, classes: int) -> tuple[str, str]:
+    """(name, source) of a folder set. The shared Tiny ImageNet copy (its folder name, its own split,
+    its 202 classes) is named as the photo models' cards and captions name it, not by its path."""
+    if root.name == TINY_IMAGENET_FOLDER and has_split and classes == TINY_IMAGENET_CLASSES:
+        return TINY_IMAGENET, f"Tiny ImageNet (JPEG copy, 64 px, {classes} classes)"
+    return f"folder:{root.name}", f"folder {root.name}" + (" (its own train/test split)" if has_split else "")
 
 
 def _decode_all(files: list[str], label: str, progress: Optional[ProgressFn], size: int) -> list[Optional[torch.Tensor]]:

@@ -38,6 +38,7 @@ class Metric:
 
 METRICS = (
     Metric("rotation_accuracy", "rotation accuracy (each test image in all 4 turns)", True, ("rotation",)),
+    Metric("rotation_accuracy_vote", "rotation accuracy of the app's answer (vote over the 4 turns)", True, ("rotation",)),
     Metric("linear_probe_accuracy", "linear probe accuracy (frozen encoder features)", True, TASKS),
     Metric("knn_accuracy", "5-NN accuracy (classes of the 5 nearest neighbours in the embedding)", True, TASKS),
     Metric("pair_auc", "pair ROC-AUC (distance separates same/different class)", False, ("siamese", "simclr")),
@@ -58,6 +59,8 @@ PROTOCOL = {
     "linear_probe_accuracy": "softmax regression (L-BFGS, L2 1e-4) on standardised frozen encoder features "
                              "(the encoder output before any task head), fitted on all training images",
     "rotation_accuracy": "every test image in all four quarter-turns; share of turns predicted right",
+    "rotation_accuracy_vote": "the same, each answer a vote: the four further turns of the picture asked, each "
+                              "view's probabilities turned back and averaged (what the app answers)",
     "pair_auc": f"ROC-AUC of embedding distance for same vs different class on {EVAL_PAIRS} balanced test pairs",
     "random_init": "the same probes on the same architecture before training (same seed): the baseline",
 }
@@ -109,19 +112,40 @@ def linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: 
 
 
 @torch.no_grad()
-def rotation_accuracy(model: SSLModel, images: torch.Tensor, batch_size: int = 512) -> float:
-    """Share of (image, rotation) cases where the predicted rotation is right; all four per image."""
+def vote_over_turns(probs: torch.Tensor) -> torch.Tensor:
+    """(B,4,4) probabilities of the four views of each picture, view j the picture turned j more
+    quarter-turns -> (B,4) voted probabilities of the picture's own turn. View j says the picture
+    is at turn k when it sees turn k + j, so each view's row is turned back by j and the four
+    averaged: a model that errs on one view is outvoted by the three others."""
+    back = torch.stack([torch.roll(probs[:, j], -j, dims=-1) for j in range(4)], dim=1)
+    return back.mean(dim=1)
+
+
+def rotation_accuracies(model: SSLModel, images: torch.Tensor, batch_size: int = 512) -> tuple[float, float]:
+    """(single views, votes): share of (image, turn) cases answered right from that view alone, and
+    by the vote over its four turns (`vote_over_turns`); all four turns of every image."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    correct = total = 0
+    correct = voted = total = 0
     for i in range(0, len(images), batch_size):
         rotated, labels = all_rotations(images[i : i + batch_size].to(device))
-        pred = model(normalize(rotated)).argmax(1)
-        correct += int((pred == labels).sum())
+        probs = torch.softmax(model(normalize(rotated)).float(), dim=1)
+        correct += int((probs.argmax(1) == labels).sum())
+        # probs[m*b + i] is picture i turned m times. Asked at turn m, the app's views are turns
+        # m, m+1, m+2, m+3. (The vote is the same for every m up to a turn, but ties break by index,
+        # which is not turn-invariant: each turn is counted as the app would answer it.)
+        per_image = probs.view(4, -1, 4).transpose(0, 1)  # (b, turn, 4)
+        for m in range(4):
+            voted += int((vote_over_turns(torch.roll(per_image, -m, dims=1)).argmax(1) == m).sum())
         total += len(labels)
     model.train(was_training)
-    return correct / max(1, total)
+    return correct / max(1, total), voted / max(1, total)
+
+
+def rotation_accuracy(model: SSLModel, images: torch.Tensor, batch_size: int = 512) -> float:
+    """Share of (image, rotation) cases where the predicted rotation is right; all four per image."""
+    return rotation_accuracies(model, images, batch_size)[0]
 
 
 def knn_accuracy(train_emb: torch.Tensor, train_labels: torch.Tensor, test_emb: torch.Tensor, test_labels: torch.Tensor, k: int = KNN_K) -> float:
@@ -210,7 +234,7 @@ def evaluate(model: SSLModel, train: ImageSet, test: ImageSet, baseline: Optiona
     metrics: dict = {"test_images": len(test), "train_images": len(train)}
     task = model.args.task
     if task == "rotation":
-        metrics["rotation_accuracy"] = rotation_accuracy(model, test.images)
+        metrics["rotation_accuracy"], metrics["rotation_accuracy_vote"] = rotation_accuracies(model, test.images)
     if not train.labeled:
         metrics["note"] = "unlabeled data: kNN accuracy and pair metrics need class labels"
         return metrics

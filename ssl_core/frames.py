@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,11 @@ from .projection import affinities, pca_basis
 FRAMES_FILE = "frames.json"
 FORMAT = 1
 SAMPLE_PER_CLASS = 100  # held-out images per class in the sample
+# A map shows at most this many classes: ten colours a person can tell apart. A set with more (Tiny
+# ImageNet's 202) shows a fixed subset, chosen to look unlike each other where the names are known.
+SHOWN_CLASSES = 10
+DISTINCT_CLASSES = ("school bus", "pizza", "seashore", "monarch", "African elephant", "teapot", "jellyfish", "lemon",
+                    "sports car", "king penguin")
 SAMPLE_SIZE = 1000  # at most, labelled or not
 SAMPLE_SEED = 2024  # which images; fixed so every run of a data set shows the same ones
 BUDGET = 0.05  # a frame may cost at most this share of an epoch's training time
@@ -74,6 +79,8 @@ class Sample:
     @property
     def about(self) -> str:
         per = f", up to {SAMPLE_PER_CLASS} per class" if (self.labels >= 0).any() else ""
+        if len(self.class_names) > SHOWN_CLASSES:
+            per += f" of {SHOWN_CLASSES} of its {len(self.class_names)} classes, chosen to look unlike each other"
         return f"held-out sample of {len(self.rows):,} {dataset_title(self.dataset)} test images{per}"
 
     def __deepcopy__(self, memo: dict) -> "Sample":
@@ -109,15 +116,30 @@ class Frame:
         return out
 
 
-def sample_rows(labels: Optional[torch.Tensor], n: int, seed: int = SAMPLE_SEED) -> torch.Tensor:
-    """Rows of a fixed sample: up to SAMPLE_PER_CLASS per class (SAMPLE_SIZE in all), or
-    SAMPLE_SIZE at random when unlabeled; fewer when the split is smaller. Sorted."""
+def shown_classes(class_names: Sequence[str]) -> list[int]:
+    """The class indices a map shows: all of them up to SHOWN_CLASSES, else DISTINCT_CLASSES where
+    the set has them, filled up with classes evenly spread over the rest. Fixed for a set."""
+    if len(class_names) <= SHOWN_CLASSES:
+        return list(range(len(class_names)))
+    chosen = [class_names.index(c) for c in DISTINCT_CLASSES if c in class_names][:SHOWN_CLASSES]
+    rest = [i for i in range(len(class_names)) if i not in chosen]
+    step = len(rest) / max(1, SHOWN_CLASSES - len(chosen))
+    return sorted(chosen + [rest[int(j * step)] for j in range(SHOWN_CLASSES - len(chosen))])
+
+
+def sample_rows(labels: Optional[torch.Tensor], n: int, seed: int = SAMPLE_SEED,
+                class_names: Sequence[str] = ()) -> torch.Tensor:
+    """Rows of a fixed sample: up to SAMPLE_PER_CLASS per class (SAMPLE_SIZE in all) of the
+    `shown_classes`, or SAMPLE_SIZE at random when unlabeled; fewer when the split is smaller. Sorted."""
     gen = torch.Generator().manual_seed(seed)
     if labels is None:
         return torch.randperm(n, generator=gen)[:SAMPLE_SIZE].sort().values
-    per = max(1, min(SAMPLE_PER_CLASS, SAMPLE_SIZE // max(1, len(torch.unique(labels)))))
+    present = torch.unique(labels)
+    if len(class_names) > SHOWN_CLASSES:
+        present = present[torch.isin(present, torch.tensor(shown_classes(class_names)))]
+    per = max(1, min(SAMPLE_PER_CLASS, SAMPLE_SIZE // max(1, len(present))))
     rows = [g[torch.randperm(len(g), generator=gen)[:per]] for g in
-            (torch.nonzero(labels == c).flatten() for c in torch.unique(labels))]
+            (torch.nonzero(labels == c).flatten() for c in present)]
     return torch.cat(rows).sort().values
 
 
@@ -170,7 +192,7 @@ class Recorder:
                  seed: int = 0, amp: Optional[torch.dtype] = None) -> None:
         test, train = parts.test, parts.train
         self.device, self.amp = device, amp  # frames run at the training step's precision: bf16 halves their cost
-        rows = sample_rows(test.labels, len(test))
+        rows = sample_rows(test.labels, len(test), class_names=test.class_names)
         labels = test.labels[rows] if test.labels is not None else None
         self.sample = Sample(task, rows.numpy(), (labels if labels is not None else torch.full((len(rows),), -1)).numpy(),
                              tuple(test.class_names), test.name, test.images[rows])

@@ -28,8 +28,9 @@ from safetensors import safe_open
 
 from . import TASK_TITLES, dataset_title, plots, projection
 from .checkpoints import Checkpoint
-from .data import DataError, ImageSet, default_data_dir, load_dataset, load_folder, split
+from .data import TINY_IMAGENET, TINY_IMAGENET_FOLDER, DataError, ImageSet, default_data_dir, load_dataset, load_folder, split
 from .evaluate import embed, format_metric
+from .frames import SHOWN_CLASSES, shown_classes
 from .images import ImageSource, to_pil
 from .inference import embed_image, model_input, random_init_model
 from .registry import LoadedModel
@@ -76,10 +77,16 @@ _DATA: OrderedDict[str, ImageSet] = OrderedDict()
 _LOCK = threading.Lock()
 
 
-def _sample() -> ImageSet:
-    with safe_open(str(SAMPLE_FILE), "pt") as f:
-        names = json.loads(f.metadata()["class_names"])
-        return ImageSet(f.get_tensor("images"), f.get_tensor("labels"), names, "cifar10", None, "CIFAR-10 test sample")
+PHOTO_SAMPLE_FILE = SAMPLE_FILE.with_name("photos-test-sample.safetensors")  # assets/make_photos_sample.py
+
+
+def _sample(path: Path = SAMPLE_FILE) -> ImageSet:
+    """A shipped sample of a test split (assets/make_*_sample.py), for machines without the data set."""
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        name = TINY_IMAGENET if path == PHOTO_SAMPLE_FILE else "cifar10"
+        return ImageSet(f.get_tensor("images"), f.get_tensor("labels"), json.loads(meta["class_names"]), name, None,
+                        f"{dataset_title(name)} test sample")
 
 
 def _cifar10_test(data_dir: Optional[str]) -> Optional[ImageSet]:
@@ -93,40 +100,61 @@ def _cifar10_test(data_dir: Optional[str]) -> Optional[ImageSet]:
     return None
 
 
+def _photos_test(size: int) -> Optional[ImageSet]:
+    """The Tiny ImageNet copy's 10,026 test photos where the app keeps its data (SSL_DATA_DIR), else
+    None. Its test/ folder alone lists them in the order the full set's split does."""
+    test = default_data_dir() / TINY_IMAGENET_FOLDER / "test"
+    if not test.is_dir():
+        return None
+    data = load_folder(test, size=size, max_images=None)
+    return ImageSet(data.images, data.labels, data.class_names, TINY_IMAGENET, None, f"{dataset_title(TINY_IMAGENET)} test split")
+
+
+def _local_or_shipped(card: dict, data_dir: Optional[str]) -> ImageSet:
+    """A named data set's test split on this machine, else the shipped sample of it."""
+    try:
+        images = _cifar10_test(data_dir) if card["dataset"] == "cifar10" else _photos_test(int(card.get("image_size", 32)))
+    except DataError:
+        images = None  # a damaged local copy: the shipped sample still answers
+    return images if images is not None else _sample(SAMPLE_FILE if card["dataset"] == "cifar10" else PHOTO_SAMPLE_FILE)
+
+
 def held_out(card: dict) -> tuple[ImageSet, str]:
     """The held-out images of the checkpoint's dataset and a caption saying which they are.
     Raises DataError when a folder run's data has gone."""
     cfg = card.get("config", {})
     dataset, data_dir = cfg.get("dataset", card["dataset"]), cfg.get("data_dir")
-    fraction, seed = float(cfg.get("test_fraction", 0.2)), int(cfg.get("seed", 0))
-    key = f"{dataset}:{data_dir}:{fraction}:{seed}"  # a set without its own split draws it from these
+    fraction, seed, size = float(cfg.get("test_fraction", 0.2)), int(cfg.get("seed", 0)), int(card.get("image_size", 32))
+    key = f"{card['dataset']}:{data_dir}:{fraction}:{seed}:{size}"  # a set without its own split draws it from these
     with _LOCK:
         cached = _DATA.get(key)
     if cached is not None:
         images = cached
-    elif dataset == "cifar10":
-        try:
-            images = _cifar10_test(data_dir)
-        except DataError:
-            images = None  # a damaged local copy: the shipped sample still answers
-        images = images if images is not None else _sample()
+    elif card["dataset"] in ("cifar10", TINY_IMAGENET):  # named sets: the cards keep no path
+        images = _local_or_shipped(card, data_dir)
     else:
-        images = split(load_dataset(dataset, data_dir), fraction, seed).test
+        images = split(load_dataset(dataset, data_dir, image_size=size), fraction, seed).test
     with _LOCK:
         _DATA[key] = images
         while len(_DATA) > MAX_IMAGE_SETS:
             _DATA.popitem(last=False)
-    if dataset == "cifar10" and images.source == "CIFAR-10 test sample":
-        return images, (f"the {len(images):,} CIFAR-10 test images shipped with the app ({MAP_PER_CLASS} per class); "
-                        "CIFAR-10 itself is not on this machine")
-    return images, f"all {len(images):,} held-out {dataset_title(card['dataset'])} images (test split) on this machine"
+    title = dataset_title(card["dataset"])
+    if images.source.endswith("test sample"):
+        shown = (f"{MAP_PER_CLASS} per class" if card["dataset"] == "cifar10" else
+                 f"all test photos of {len(set(images.labels.tolist()))} of its {len(images.class_names)} classes")
+        return images, (f"the {len(images):,} {title} test images shipped with the app ({shown}); "
+                        f"{title} itself is not on this machine")
+    return images, f"all {len(images):,} held-out {title} images (test split) on this machine"
 
 
 def _map_index(images: ImageSet) -> torch.Tensor:
-    """The first MAP_PER_CLASS images of each class (the shipped sample is exactly these)."""
+    """The first MAP_PER_CLASS images of each shown class (frames.shown_classes; the shipped samples
+    are exactly these)."""
     if images.labels is None:
         return torch.arange(min(len(images), MAP_PER_CLASS * 10))
-    rows = [torch.nonzero(images.labels == c).flatten()[:MAP_PER_CLASS] for c in torch.unique(images.labels)]
+    shown = set(shown_classes(images.class_names)) if images.class_names else None
+    rows = [torch.nonzero(images.labels == c).flatten()[:MAP_PER_CLASS] for c in torch.unique(images.labels)
+            if shown is None or int(c) in shown]
     return torch.cat(rows).sort().values
 
 
@@ -163,8 +191,10 @@ def _figure(model: LoadedModel, ref: Reference, method: str, placed: Optional[li
     sub = f"trained {model.card['task']} encoder" + (f" · kNN acc {format_metric('knn_accuracy', knn)}" if knn is not None else "")
     sub0 = "untrained (random-init) encoder" + (f" · kNN acc {format_metric('knn_accuracy', knn0)}" if knn0 is not None else "")
     labels = None if ref.images.labels is None else ref.images.labels[ref.map_index].numpy()
+    classes = len(ref.images.class_names)
+    some = f", {len(shown_classes(ref.images.class_names))} of its {classes} classes" if classes > SHOWN_CLASSES else ""
     title = (f"{'t-SNE' if method == 'tsne' else 'PCA'} of {len(ref.map_index):,} held-out "
-             f"{dataset_title(model.card['dataset'])} images (test split) · {model.name}")
+             f"{dataset_title(model.card['dataset'])} images (test split{some}) · {model.name}")
     return plots.embedding_maps([(xy, sub), (xy_random, sub0)], labels, ref.images.class_names, ref.map_index.numpy(), title, placed)
 
 

@@ -26,7 +26,9 @@ from .models import ARCH_TITLES
 from .runs import default_runs_dir
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
-DEFAULT_DATASET = "cifar10"  # each task's default: the shipped model trained on real photos
+# Each task's default, the first of these shipped: the photo models (Tiny ImageNet, 64 px) answer
+# the photographs people upload; CIFAR-10's 32-px models where a checkout has no photo model yet.
+DEFAULT_FAMILIES = ("photos", "cifar10")
 # The score in a label: what each task is judged by. The label-free model never learns what a class
 # is, so one distance threshold separates classes poorly (pair ROC-AUC 0.69); its neighbours are what
 # it learned (5-NN 0.69, as the field measures SimCLR).
@@ -44,6 +46,12 @@ def headline(card: dict) -> str:
         if key in metrics:
             return f"{METRIC_BY_KEY[key].label.split(' (')[0]} {format_metric(key, metrics[key])}"
     return "no held-out score"
+
+
+def _family_rank(name: str) -> int:
+    """Where a shipped checkpoint stands in the pickers: DEFAULT_FAMILIES first, in order, then the rest."""
+    family = name.rsplit("-", 1)[0]
+    return DEFAULT_FAMILIES.index(family) if family in DEFAULT_FAMILIES else len(DEFAULT_FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,7 @@ class ModelRegistry:
     # -------------------------------------------------------------------------- what is on offer
     def entries(self, task: Optional[str] = None) -> list[Entry]:
         """Shipped checkpoints (CIFAR-10 first), then this server's runs, newest first."""
-        shipped = sorted(self._scan(self.shipped_dir, True), key=lambda e: (e.card["dataset"] != DEFAULT_DATASET, e.name))
+        shipped = sorted(self._scan(self.shipped_dir, True), key=lambda e: (_family_rank(e.name), e.name))
         runs = sorted(self._scan(self.runs_dir, False), key=lambda e: e.path.stat().st_mtime, reverse=True)
         names = {e.name for e in shipped}
         out = shipped + [e for e in runs if e.name not in names]
@@ -147,11 +155,10 @@ class ModelRegistry:
     def default_name(self, task: str) -> str:
         if task not in TASKS:
             raise ModelError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)}.")
-        shipped = [e for e in self.entries(task) if e.shipped]
-        preferred = [e for e in shipped if e.card["dataset"] == DEFAULT_DATASET] or shipped
-        if not preferred:
+        shipped = [e for e in self.entries(task) if e.shipped]  # in DEFAULT_FAMILIES' order
+        if not shipped:
             raise ModelError(f"No shipped {task} model in {self.shipped_dir}.")
-        return preferred[0].name
+        return shipped[0].name
 
     def entry(self, model: Optional[str], task: Optional[str] = None) -> Entry:
         """The checkpoint `model` names: a name from `names()`, a bare task name (that task's

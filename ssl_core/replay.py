@@ -21,7 +21,7 @@ from PIL import Image
 from safetensors import SafetensorError, safe_open
 
 from . import plots
-from .data import DataError
+from .data import TINY_IMAGENET, DataError
 from .evaluate import format_metric
 from .frames import KNN_ABOUT, Frame, sample_rows
 from .maps import held_out, mosaic, reference
@@ -87,16 +87,21 @@ def sample_images(model: LoadedModel, frames: list[Frame]) -> Optional[torch.Ten
     return _shipped_frame_sample(model.card, rows)
 
 
-FRAME_SAMPLE_FILE = Path(__file__).resolve().parent.parent / "assets" / "cifar10-frame-sample.safetensors"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+# Per named data set: the shipped copy of its runs' frame sample, and the test split it was drawn from.
+FRAME_SAMPLES = {"cifar10": (ASSETS / "cifar10-frame-sample.safetensors", 10_000),
+                 TINY_IMAGENET: (ASSETS / "photos-test-sample.safetensors", 10_026)}
 
 
 def _shipped_frame_sample(card: dict, rows: np.ndarray) -> Optional[torch.Tensor]:
-    """assets/cifar10-frame-sample.safetensors (assets/make_cifar10_sample.py): every CIFAR-10 run's
-    frames show the same 1,000 rows of the official test split, so one shipped copy serves them all."""
-    if card.get("dataset") != "cifar10" or card.get("metrics", {}).get("test_images") != 10_000:
+    """assets/cifar10-frame-sample.safetensors (assets/make_cifar10_sample.py), and the photo sample
+    (assets/make_photos_sample.py): every run on a named set shows the same rows of its test split,
+    so one shipped copy serves them all."""
+    path, test_images = FRAME_SAMPLES.get(card.get("dataset", ""), (None, None))
+    if path is None or card.get("metrics", {}).get("test_images") != test_images:
         return None
     try:
-        with safe_open(str(FRAME_SAMPLE_FILE), "pt") as f:
+        with safe_open(str(path), "pt") as f:
             if not np.array_equal(f.get_tensor("rows").numpy(), rows):
                 return None
             return f.get_tensor("images")
@@ -111,9 +116,9 @@ def projector_files(model: LoadedModel, folder: str | os.PathLike, frames: Optio
     the frames' own when the model has frames, else the same stratified draw from its test split."""
     ref = reference(model)
     labels = ref.images.labels
-    rows = frames[0].sample.rows if frames else sample_rows(labels, len(ref.images)).numpy()
+    rows = frames[0].sample.rows if frames else sample_rows(labels, len(ref.images), class_names=ref.images.class_names).numpy()
     if rows.max(initial=-1) >= len(ref.images):
-        rows = sample_rows(labels, len(ref.images)).numpy()  # the frames' split is not the one on hand
+        rows = sample_rows(labels, len(ref.images), class_names=ref.images.class_names).numpy()  # the frames' split is not the one on hand
     vectors = "\n".join("\t".join(f"{v:.6g}" for v in ref.embeddings[int(r)].tolist()) for r in rows) + "\n"
     meta = "index\tclass\n" + "".join(f"{int(r)}\t{ref.class_name(int(r))}\n" for r in rows)
     out = Path(folder) / model.key[:16]

@@ -17,6 +17,7 @@ from typing import Iterable, Optional
 
 from .archive import resolve_data_folder, safe_extract_zip
 from .checkpoints import CARD, CheckpointError, make_card, read_card, save_checkpoint
+from .data import TINY_IMAGENET
 from .evaluate import PROTOCOL
 from .frames import FRAMES_FILE, to_json
 from .resume import has_state, remove_state, state_config
@@ -46,7 +47,7 @@ def run_and_save(cfg: TrainConfig, out: str | os.PathLike, on_event: Optional[Ev
     config = cfg.to_dict()
     if result.distributed:
         config["distributed"] = result.distributed  # effective batch, sharding, SimCLR's negatives
-    if cfg.dataset == "cifar10":
+    if result.dataset.name in ("cifar10", TINY_IMAGENET):
         config["data_dir"] = None  # a path of the training machine; the card names the data by dataset_source
     card = make_card(result.model, config, result.dataset.name, result.dataset.class_names,
                      result.metrics, result.history, result.seconds, result.dataset.source, PROTOCOL)

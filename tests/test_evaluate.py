@@ -53,3 +53,56 @@ def test_linear_probe_at_chance_on_noise():
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(2000, 16, generator=gen), torch.randint(0, 4, (2000,), generator=gen)
     assert linear_probe_accuracy(x[:1500], y[:1500], x[1500:], y[1500:]) < 0.35
+
+
+def test_the_vote_turns_each_view_back_before_averaging():
+    """Hand-made views: the picture is at 90°. Views 1-3 (turned 1-3 more) say 180°, 270°, 0° with
+    confidence; view 0 alone wrongly says 0°. Turned back, all but one say 90°: the vote says 90°."""
+    import torch
+
+    from ssl_core.evaluate import vote_over_turns
+
+    probs = torch.full((1, 4, 4), 0.02)
+    probs[0, 0, 0] = 0.94  # view 0: 0°, wrong
+    for j, said in ((1, 2), (2, 3), (3, 0)):
+        probs[0, j, said] = 0.94  # view j sees the picture at (1 + j) % 4
+    voted = vote_over_turns(probs)[0]
+    assert int(voted.argmax()) == 1 and abs(float(voted.sum()) - float(probs[0].sum(1).mean())) < 1e-6
+    assert abs(float(voted[1]) - (3 * 0.94 + 0.02) / 4) < 1e-6
+
+
+def test_vote_accuracy_of_a_model_that_always_says_90_degrees():
+    """A model that answers 90° whatever it sees: single views are right for one turn in four; the
+    vote sees 90° from every view, turns each back by a different amount and ties (the first angle,
+    0°, wins a tie), so it is right exactly for upright pictures: also one in four."""
+    import torch
+
+    from ssl_core.evaluate import rotation_accuracies
+
+    class Always90(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(1))  # a device for the evaluator to read
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([0.0, 5.0, 0.0, 0.0]).expand(len(x), 4) + 0 * self.anchor
+
+    single, voted = rotation_accuracies(Always90(), torch.zeros(6, 3, 8, 8, dtype=torch.uint8))
+    assert single == 0.25 and voted == 0.25
+
+
+def test_shipped_photo_models_come_first_and_are_the_defaults(tmp_path):
+    """Photo models answer uploads once shipped; until then the CIFAR-10 ones do."""
+    import shutil
+
+    from ssl_core.registry import ModelRegistry
+
+    shipped = tmp_path / "checkpoints"
+    src = __import__("pathlib").Path(__file__).resolve().parent.parent / "checkpoints"
+    for name in ("cifar10-rotation", "digits-rotation"):
+        shutil.copytree(src / name, shipped / name)
+    reg = ModelRegistry(shipped, tmp_path / "runs")
+    assert reg.default_name("rotation") == "cifar10-rotation"
+    shutil.copytree(src / "digits-rotation", shipped / "photos-rotation")  # any rotation card, named as a photo model
+    assert reg.default_name("rotation") == "photos-rotation"
+    assert [e.name for e in reg.entries("rotation")][:3] == ["photos-rotation", "cifar10-rotation", "digits-rotation"]

@@ -127,10 +127,25 @@ def test_a_shipped_cifar10_replay_shows_its_images_without_cifar10(shipped_check
     assert images is not None and images.shape == (1000, 3, 32, 32)
     from safetensors.torch import load_file
 
-    shipped = load_file(str(replay.FRAME_SAMPLE_FILE))
+    shipped = load_file(str(replay.FRAME_SAMPLES["cifar10"][0]))
     assert np.array_equal(shipped["rows"].numpy(), shots[0].sample.rows)
     assert np.array_equal(shipped["labels"].numpy(), shots[0].sample.labels)
     # Another run's rows (a different split) get no images rather than the wrong ones.
     other = shots[0].sample.rows.copy()
     other[0] += 1
     assert replay._shipped_frame_sample(model.card, other) is None
+
+
+def test_a_set_of_many_classes_shows_ten_that_look_unlike_each_other() -> None:
+    import torch
+
+    from ssl_core.frames import DISTINCT_CLASSES, SHOWN_CLASSES, sample_rows, shown_classes
+
+    names = [f"class {i}" for i in range(190)] + list(DISTINCT_CLASSES[:6]) + ["x", "y", "z", "w", "v", "u"]
+    shown = shown_classes(names)
+    assert len(shown) == SHOWN_CLASSES and len(set(shown)) == SHOWN_CLASSES and shown == sorted(shown)
+    assert {names[i] for i in shown} >= set(DISTINCT_CLASSES[:6])  # the known distinct ones, then spread
+    assert shown_classes(names[:7]) == list(range(7))  # few classes: all of them
+    labels = torch.arange(len(names)).repeat_interleave(50)
+    rows = sample_rows(labels, len(labels), class_names=names)
+    assert set(labels[rows].tolist()) == set(shown) and len(rows) == 50 * SHOWN_CLASSES
