@@ -261,8 +261,13 @@ def _text(model: LoadedModel, ref: Reference) -> str:
                       ("linear_probe_accuracy", "linear probe accuracy of the trained encoder")):
         if key in m:
             lines.append(f"- {what}: **{format_metric(key, m[key])}** (all {m.get('test_images', '?')} test images)")
-    lines.append("\nColours are the true classes, which the self-supervised encoders never saw; hover a point for its "
-                 "class and index. Click the picture map to see an image and its nearest neighbours.")
+    saw = ("the Siamese encoder trained on them (its pairs come from the labels)" if model.card["task"] == "siamese"
+           else "this self-supervised encoder never saw them")
+    shown = shown_classes(ref.images.class_names)
+    some = (f" Only {len(shown)} of the set's {len(ref.images.class_names)} classes are drawn, chosen to look unlike each other, "
+            "so the colours stay readable." if len(ref.images.class_names) > len(shown) else "")
+    lines.append(f"\nColours are the true classes ({saw}); hover a point for its class and index.{some} "
+                 "Click the picture map to see an image and its nearest neighbours.")
     return "\n".join(lines) + (f"\n\n**Note:** {model.note}" if model.note else "")
 
 
