@@ -100,8 +100,7 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> Optional[torch.dty
 
 
 def prepare_data(cfg: TrainConfig, progress: Optional[Callable[[str, float], None]] = None) -> tuple[ImageSet, Split]:
-    data = load_dataset(cfg.dataset, cfg.data_dir, progress=progress, max_images=cfg.max_folder_images,
-                        image_size=cfg.image_size)
+    data = load_dataset(cfg.dataset, cfg.data_dir, progress, max_images=cfg.max_folder_images, image_size=cfg.image_size)
     parts = split(data, cfg.test_fraction, cfg.seed)
     if cfg.max_train_images and len(parts.train) > cfg.max_train_images:
         keep = torch.randperm(len(parts.train), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.max_train_images]
