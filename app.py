@@ -19,8 +19,9 @@ from ui.common import EXAMPLES, JOB, REGISTRY
 # The API as documented (README): the handlers, importable from here for scripts and tests.
 predict_rotation, compare_pair, embedding_map = rotation.predict_rotation, similarity.compare_pair, embeddings.embedding_map
 learning_frames = embeddings.learning_frames
-__all__ = ["EXAMPLES", "JOB", "REGISTRY", "compare_pair", "demo", "embedding_map", "launch", "learning_frames", "list_models",
-           "predict_rotation"]
+explain_rotation, explain_pair = rotation.explain_rotation, similarity.explain_pair
+__all__ = ["EXAMPLES", "JOB", "REGISTRY", "compare_pair", "demo", "embedding_map", "explain_pair", "explain_rotation", "launch",
+           "learning_frames", "list_models", "predict_rotation"]
 
 CSS = """
 .ssl-progress { position: relative; height: 30px; border-radius: 6px; background: var(--neutral-200, #e5e7eb); overflow: hidden; }

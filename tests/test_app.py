@@ -115,8 +115,10 @@ def test_every_endpoint_is_named_as_documented(client) -> None:
     assert params["/start_training"][:3] == ["task", "dataset", "epochs"]
     assert params["/stop_training"] == [] and params["/training_status"] == []
     assert params["/learning_frames"] == ["model"]
-    model_params = [p for name in ("/predict_rotation", "/compare_pair", "/embedding_map") for p in api[name]["parameters"]
-                    if p["parameter_name"] == "model"]
+    assert params["/explain_rotation"] == ["image", "model"]
+    assert params["/explain_pair"] == ["image_a", "image_b", "model"]
+    model_params = [p for name in ("/predict_rotation", "/compare_pair", "/embedding_map", "/explain_rotation", "/explain_pair")
+                    for p in api[name]["parameters"] if p["parameter_name"] == "model"]
     assert all(p["parameter_has_default"] for p in model_params)  # model is optional everywhere
 
 
@@ -248,6 +250,46 @@ def test_bad_upload_gives_a_readable_message(client, tmp_path) -> None:
     bad.write_text("this is text, not a picture")
     with pytest.raises(AppError, match="not an image"):
         client.predict(_upload(str(bad)), api_name="/predict_rotation")
+
+
+def test_explain_endpoints_give_maps_and_the_numbers_behind_them(client, app_module) -> None:
+    """Where it looks, through the API: maps as images (the upload's beside the answer, one per turn;
+    one per picture of a pair) with the deletion check's figures; two pictures, two different maps."""
+    cat, ship = (_upload(str(app_module.EXAMPLES / f)) for f in ("cifar10-cat-turned-90.png", "cifar10-ship-upright.png"))
+    looks, turns, numbers, text = client.predict(cat, api_name="/explain_rotation")  # the default rotation model
+    assert numbers["model"] == app_module.REGISTRY.default_name("rotation") and numbers["shown"]
+    assert "Shown because it is faithful" in text
+    assert [t["turn"] for t in numbers["turns"]] == ANGLES and numbers["deletion_check"]["passed"]
+    assert len(turns) == 4 and turns[0]["caption"].startswith("as given → guess")
+    predicted = client.predict(cat, api_name="/predict_rotation")[2]  # the guesses gallery: the same guesses
+    assert [t["predicted"] for t in numbers["turns"]] == [g["caption"].split("guess ")[1].split(" ")[0] for g in predicted]
+    other = client.predict(ship, "cifar10-rotation", api_name="/explain_rotation")[0]
+    assert Image.open(looks).size[0] >= 256 and Image.open(looks).tobytes() != Image.open(other).tobytes()
+    a, b = (_upload(str(app_module.EXAMPLES / f)) for f in ("cifar10-cat-a.png", "cifar10-truck-a.png"))
+    map_a, map_b, pair, text = client.predict(a, b, "cifar10-siamese", api_name="/explain_pair")
+    distance = client.predict(a, b, "cifar10-siamese", api_name="/compare_pair")[0]
+    assert pair["shown"] and pair["distance"] == pytest.approx(distance, abs=1e-3) and "Where each is like the other" in text
+    assert Image.open(map_a).tobytes() != Image.open(map_b).tobytes()
+    digits = client.predict(_upload(str(app_module.EXAMPLES / "digit-3-upright.png")),
+                            _upload(str(app_module.EXAMPLES / "digit-8.png")), "digits-siamese", api_name="/explain_pair")
+    assert digits[2]["model"] == "digits-siamese" and digits[2]["same"] is False
+
+
+def test_explain_endpoints_answer_bad_input_as_the_tabs_do(client, tmp_path) -> None:
+    from gradio_client.exceptions import AppError
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is text, not a picture")
+    digit = _upload(str(ROOT / "assets/examples/digit-8.png"))
+    with pytest.raises(AppError, match="not an image"):
+        client.predict(_upload(str(bad)), api_name="/explain_rotation")
+    with pytest.raises(AppError, match="not an image"):
+        client.predict(digit, _upload(str(bad)), api_name="/explain_pair")
+    with pytest.raises(AppError, match="cifar10-siamese is a siamese model; this needs a rotation model"):
+        client.predict(digit, "cifar10-siamese", api_name="/explain_rotation")
+    with pytest.raises(AppError, match="Unknown model 'digits-siamse'"):
+        client.predict(digit, digit, "digits-siamse", api_name="/explain_pair")
+    assert client.predict(None, api_name="/explain_rotation")[2] == {}  # nothing given: nothing to explain
 
 
 def test_digits_siamese_same_class_is_closer(client, images) -> None:

@@ -1,8 +1,10 @@
 """The app in a real browser: Debian's Chromium driven by Playwright (never `playwright install`).
 
 Runs `python app.py` as a user would (its own process, temporary runs and map-cache folders),
-then: a photo uploaded on Rotation gets the CIFAR-10 model's answer, the picker switches to the
-digits model, a drawing is answered, an example pair is compared, the CIFAR-10 map shows its
+then: a photo uploaded on Rotation gets the CIFAR-10 model's answer and, for an upload, an example
+and a drawing, a map of where the model looks (screenshots of two pictures' maps differ), the picker
+switches to the digits model, a drawing is answered, uploads and an example pair get a map per
+picture on Similarity, an example pair is compared, the CIFAR-10 map shows its
 images and a click on one shows it with its neighbours, and a short digits training draws its
 curve and learning frames whose map moves, ends with held-out metrics and is offered to the pickers;
 a CIFAR-10 rotation run (a slice of the shared JPEG copy) shows its turn table and a map that moves.
@@ -104,6 +106,50 @@ def test_a_photo_is_answered_by_the_cifar10_model(page) -> None:
     _shot(page, "02-rotation-photo")
 
 
+SRCS = "id => Array.from(document.querySelectorAll(`#${id} img`)).map(i => i.src).join(' ')"
+
+
+def _srcs(page, elem_id: str) -> str:
+    """The addresses of every picture in #elem_id (a gallery), one string."""
+    return page.evaluate(f"({SRCS})({elem_id!r})")
+
+
+def _src(page, elem_id: str) -> str:
+    """Which picture #elem_id shows now ("" for none): a redrawn map arrives under a new address."""
+    img = page.locator(f"#{elem_id} img")
+    return (img.first.get_attribute("src") or "") if img.count() else ""
+
+
+def _new_map(page, elem_id: str, before: str, name: str) -> Path:
+    """Wait until #elem_id shows a picture other than `before`, drawn; a screenshot of it as it shows."""
+    page.wait_for_function("""([id, before]) => { const i = document.querySelector(`#${id} img`);
+        return i && i.src && i.src !== before && i.complete && i.naturalWidth > 0; }""", arg=[elem_id, before], timeout=60_000)
+    page.wait_for_timeout(300)
+    path = ARTIFACTS / f"{name}.png"
+    page.locator(f"#{elem_id}").screenshot(path=path)
+    return path
+
+
+def test_explain_rotation_maps_an_upload_and_an_example(page) -> None:
+    """Issue 26: beside the answer, where the model looks; below, a map for each of the four turns.
+    Two different pictures (an upload, then an example) give maps that differ on screen."""
+    page.get_by_role("tab", name="Rotation").click()
+    before, turns = _src(page, "rotation-looks"), _srcs(page, "rotation-turn-maps")
+    page.locator("input[type=file]").first.set_input_files(str(ROOT / "assets/examples/cifar10-truck-a.png"))
+    uploaded = _new_map(page, "rotation-looks", before, "02c-rotation-map-upload")
+    page.get_by_text("Where it looks:").filter(visible=True).first.wait_for(timeout=30_000)
+    assert "Shown because it is faithful" in page.locator("body").inner_text()
+    page.wait_for_function(f"""before => {{ const imgs = Array.from(document.querySelectorAll('#rotation-turn-maps img'));
+        return imgs.length === 4 && ({SRCS})('rotation-turn-maps') !== before; }}""", arg=turns, timeout=60_000)
+    assert page.get_by_text(re.compile(r"^turned 270° → guess \d+° \(")).count() == 2  # the guesses' and the maps' captions
+    _shot(page, "02d-rotation-maps-upload")
+    before = _src(page, "rotation-looks")
+    page.locator("tbody tr:visible").nth(1).click()  # the ship, upright
+    example = _new_map(page, "rotation-looks", before, "02e-rotation-map-example")
+    assert uploaded.read_bytes() != example.read_bytes(), "two different pictures, the same map on screen"
+    _shot(page, "02f-rotation-maps-example")
+
+
 def test_the_picker_switches_to_the_digits_model(page) -> None:
     page.get_by_label("Rotation model (task · data · held-out score)").click()
     page.get_by_role("option", name=re.compile("^digits-rotation")).click()
@@ -128,6 +174,7 @@ def test_drawing_gets_an_answer(page) -> None:
             page.mouse.move(x0 + px * w, y0 + py * h, steps=8)
         page.mouse.up()
 
+    looks = _src(page, "rotation-looks")
     # A "7" lying on its side: the top bar runs down the left, the stem goes right.
     stroke([(0.3, 0.2), (0.3, 0.8)])
     stroke([(0.3, 0.8), (0.8, 0.45)])
@@ -135,7 +182,27 @@ def test_drawing_gets_an_answer(page) -> None:
     page.wait_for_function("""before => { const src = Array.from(document.images).filter(i => i.offsetParent)
         .map(i => i.src).join(' '); return src !== before; }""", arg=before, timeout=30_000)
     page.get_by_text("The image looks turned").wait_for(timeout=30_000)
+    _new_map(page, "rotation-looks", looks, "02g-rotation-map-drawn")  # the drawing gets its own map too
     _shot(page, "02b-rotation-drawn")
+
+
+def test_explain_similarity_maps_uploads_and_an_example_pair(page) -> None:
+    """Issue 26: beside the distance, a map per picture of where it is like the other; each picture gets
+    its own map, and another pair (an example) other maps."""
+    page.get_by_role("tab", name="Similarity").click()
+    before = {side: _src(page, f"pair-map-{side}") for side in "ab"}
+    for side, name in (("a", "cifar10-cat-a.png"), ("b", "cifar10-truck-a.png")):
+        page.locator(f"#pair-image-{side} input[type=file]").set_input_files(str(ROOT / "assets/examples" / name))
+    uploads = {side: _new_map(page, f"pair-map-{side}", before[side], f"03a-similarity-map-upload-{side}") for side in "ab"}
+    page.get_by_text("Where each is like the other:").filter(visible=True).first.wait_for(timeout=30_000)
+    assert uploads["a"].read_bytes() != uploads["b"].read_bytes()
+    _shot(page, "03b-similarity-maps-upload")
+    before = {side: _src(page, f"pair-map-{side}") for side in "ab"}
+    page.locator("tbody tr:visible").nth(2).click()  # two held-out 3s, by the digits model
+    examples = {side: _new_map(page, f"pair-map-{side}", before[side], f"03c-similarity-map-example-{side}") for side in "ab"}
+    assert all(uploads[side].read_bytes() != examples[side].read_bytes() for side in "ab")
+    page.get_by_text(re.compile(r"^3 \(d 0")).first.wait_for(timeout=30_000)  # and the pair's own neighbours
+    _shot(page, "03d-similarity-maps-example")
 
 
 def test_similarity_example_pair(page) -> None:

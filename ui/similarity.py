@@ -1,4 +1,5 @@
-"""Similarity tab: the distance of two images in an encoder's embedding, and their neighbours."""
+"""Similarity tab: the distance of two images in an encoder's embedding, where each is like the other,
+and their neighbours."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ from typing import Optional
 
 import gradio as gr
 
-from ssl_core import inference, maps
+from ssl_core import explain, inference, maps
 from ssl_core.errors import UserError
 from ssl_core.evaluate import EVAL_PAIRS, format_metric
 
-from .common import REGISTRY, examples, gallery, picker, shows_user_errors, thumbs, upload
+from .common import REGISTRY, examples, gallery, picker, png, shows_user_errors, thumbs, upload
 
 
 @shows_user_errors
@@ -41,20 +42,48 @@ def compare_pair(image_a: Optional[str], image_b: Optional[str], model: Optional
         return round(r.distance, 4), verdict + f"\n\nNearest images unavailable: {exc}", [], []
 
 
+@shows_user_errors
+def explain_pair(image_a: Optional[str], image_b: Optional[str], model: Optional[str] = None) -> tuple:
+    """Where each of two images is like the other in `model`'s embedding (default: the siamese default):
+    a heat map per image of the regions that pull the two embeddings together, the
+    numbers behind them, and why a model's maps are withheld when they fail the deletion check."""
+    image_a, image_b = upload(image_a), upload(image_b)
+    if image_a is None or image_b is None:
+        return None, None, {}, ""
+    e = explain.explain_pair(REGISTRY.load(model or "siamese"), image_a, image_b)
+    map_a, map_b = (png(p) for p, _ in e.pictures) if e.shown else (None, None)
+    return map_a, map_b, e.numbers, f"**Where each is like the other:** {e.about}"
+
+
 with gr.Blocks() as tab:
     gr.Markdown("Two images in, one distance out: the encoder maps each image to a vector; close vectors mean similar images.")
     model = picker(None, "Encoder (task · data · held-out score)")
     with gr.Row():
-        image_a = gr.Image(type="filepath", label="Image A", height=220)
-        image_b = gr.Image(type="filepath", label="Image B", height=220)
+        image_a = gr.Image(type="filepath", label="Image A", height=220, elem_id="pair-image-a")
+        image_b = gr.Image(type="filepath", label="Image B", height=220, elem_id="pair-image-b")
     gr.Examples(examples(("cifar10-cat-a.png", "cifar10-cat-b.png", "cifar10-siamese"),
                          ("cifar10-cat-a.png", "cifar10-truck-a.png", "cifar10-siamese"),
                          ("digit-3-upright.png", "digit-3-another.png", "digits-siamese"),
                          ("digit-3-upright.png", "digit-8.png", "digits-siamese")),
                 inputs=[image_a, image_b, model], label="Example pairs (held-out test images)")
     compare_btn = gr.Button("Compare", variant="primary")
-    distance = gr.Number(label="Distance between the embeddings", interactive=False, placeholder="give two images")
-    verdict = gr.Markdown(label="Verdict")
+    with gr.Row():
+        with gr.Column():
+            distance = gr.Number(label="Distance between the embeddings", interactive=False, placeholder="give two images")
+            verdict = gr.Markdown(label="Verdict")
+        with gr.Column():
+            with gr.Row():  # titles above, not on, the pictures: their colour bars are at their tops
+                with gr.Column(min_width=160):
+                    gr.Markdown("**A**: where it is like B")
+                    map_a = gr.Image(show_label=False, height=240, interactive=False, format="png", elem_id="pair-map-a",
+                                     buttons=[])
+                with gr.Column(min_width=160):
+                    gr.Markdown("**B**: where it is like A")
+                    map_b = gr.Image(show_label=False, height=240, interactive=False, format="png", elem_id="pair-map-b",
+                                     buttons=[])
+            map_about = gr.Markdown()
+            with gr.Accordion("Numbers behind the maps", open=False):
+                map_numbers = gr.JSON(label="explain_pair")
     with gr.Row():
         with gr.Column():
             gr.Markdown("**Nearest held-out images to A** (class, distance)")
@@ -64,6 +93,11 @@ with gr.Blocks() as tab:
             near_b = thumbs("Nearest to B")
 
     inputs, outputs = [image_a, image_b, model], [distance, verdict, near_a, near_b]
+    map_outputs = [map_a, map_b, map_numbers, map_about]
     compare_btn.click(compare_pair, inputs, outputs, api_name="compare_pair", preprocess=False)
-    for trigger in (image_a.change, image_b.change, model.change):
-        trigger(compare_pair, inputs, outputs, api_visibility="private", show_progress="minimal", preprocess=False)
+    compare_btn.click(explain_pair, inputs, map_outputs, api_name="explain_pair", preprocess=False)
+    # One listener per answer for the three triggers, last values winning: an example sets both images and
+    # the model at once, and separate events finishing in any order left a distance for another pair shown.
+    for fn, outs in ((compare_pair, outputs), (explain_pair, map_outputs)):
+        gr.on([image_a.change, image_b.change, model.change], fn, inputs, outs, api_visibility="private",
+              show_progress="minimal", preprocess=False, trigger_mode="always_last")
