@@ -77,6 +77,32 @@ def write_fake_cifar(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
     return write_fake(root, per_batch, seed)
 
 
+def untrained_figures(cfg) -> dict:  # noqa: ANN001 - a TrainConfig
+    """The held-out figures of a run's own network before its first step, on the run's own split:
+    `train()` seeds torch with cfg.seed and builds `model_for(cfg)`, and so does this. What every
+    "it learned" assertion is measured against: digits are easy enough that an untrained encoder's
+    5-NN is already ~0.96, so an absolute floor there proves nothing."""
+    from ssl_core.config import model_for
+    from ssl_core.evaluate import evaluate
+    from ssl_core.train import autocast_dtype, prepare_data
+
+    _, parts = prepare_data(cfg)
+    torch.manual_seed(cfg.seed)
+    amp = autocast_dtype(cfg, torch.device("cpu"))  # the run's own precision (bf16 on CPUs with bf16 units)
+    with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+        return evaluate(model_for(cfg), parts.train, parts.test)
+
+
+def separation(distances: dict) -> float:
+    """ROC-AUC of "same class is nearer" read off a learning frame's distance histograms (`edges`,
+    `same`, `different` counts): the chance a same-class pair is nearer than a different-class one,
+    pairs in one bin counted as ties."""
+    same, different = distances["same"], distances["different"]
+    farther = [sum(different[i + 1:]) for i in range(len(same))]
+    wins = sum(s * (f + 0.5 * d) for s, f, d in zip(same, farther, different))
+    return wins / (sum(same) * sum(different))
+
+
 @pytest.fixture(scope="session")
 def free_port() -> Callable[[], int]:
     """A function giving a TCP port on 127.0.0.1 that is free now, for launching the app."""

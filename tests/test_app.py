@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from conftest import separation
 from ssl_core.images import to_pil
 
 pytestmark = pytest.mark.slow
@@ -328,7 +329,8 @@ def test_a_finished_run_is_offered_but_never_the_default(client, app_module) -> 
     done = _wait(client, lambda s: s["status"] not in ("loading", "running", "stopping"))
     assert done["status"] == "finished", done["log"]
     assert [h["epoch"] for h in done["history"]] == [1, 2]
-    assert done["metrics"]["knn_accuracy"] > 0.9 and "knn_accuracy_random_init" in done["metrics"]
+    m = done["metrics"]  # learned: pairs separate far better than by the same network untrained (0.97 vs 0.86)
+    assert m["pair_auc"] >= m["pair_auc_random_init"] + 0.05, m
     assert Path(done["checkpoint"]).is_dir() and done["model"] == Path(done["checkpoint"]).name
     assert client.predict(api_name="/list_models") == SHIPPED + [done["model"]]
     img = str(app_module.EXAMPLES / "digit-3-upright.png")
@@ -352,7 +354,9 @@ def test_a_run_shows_its_learning_frames_live_and_by_name_after(client) -> None:
     frames = done["frames"]
     assert len(frames) >= 4 and {0, 1, 2, 3} <= {f["epoch"] for f in frames}
     assert all("knn_accuracy" in f and "step" in f for f in frames)
-    assert frames[-1]["knn_accuracy"] > frames[0]["knn_accuracy"]
+    # Against the untrained frame 0: pairs separate (0.85 -> 0.98 measured) and neighbours agree more (0.91 -> 0.97).
+    assert separation(frames[-1]["distances"]) >= separation(frames[0]["distances"]) + 0.05
+    assert frames[-1]["knn_accuracy"] >= frames[0]["knn_accuracy"] + 0.02
     x, y, c = frames[-1]["points"][0]
     assert -1 <= x <= 1 and -1 <= y <= 1 and 0 <= c <= 9
     assert client.predict(done["model"], api_name="/learning_frames") == frames

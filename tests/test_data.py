@@ -1,5 +1,7 @@
 """Data sources: digits, CIFAR-10 in its real on-disk layout (a tiny fake), user folders, splits."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -187,3 +189,62 @@ def test_imageset_takes_any_square_size_and_only_squares():
     assert ImageSet(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), None, [], "x").image_size == 64
     with pytest.raises(ValueError, match="uint8"):
         ImageSet(torch.zeros(2, 3, 64, 48, dtype=torch.uint8), None, [], "x")
+
+
+# ------------------------------------------------------------------ train and test share nothing
+def assert_disjoint(parts, whole=None) -> None:  # noqa: ANN001 - a Split, and the ImageSet it came from
+    """No image of the test split is also in the training split, by content (the same file twice,
+    or a leaked copy, are the same bytes), and together they are exactly `whole`, when given."""
+    train = {img.numpy().tobytes() for img in parts.train.images}
+    test = [img.numpy().tobytes() for img in parts.test.images]
+    shared = [i for i, key in enumerate(test) if key in train]
+    assert not shared, f"{len(shared)} test images are in the training split too (test rows {shared[:10]})"
+    if whole is not None:
+        assert len(parts.train) + len(parts.test) == len(whole)
+        assert train | set(test) == {img.numpy().tobytes() for img in whole.images}
+
+
+@pytest.mark.parametrize("fraction, seed", [(0.2, 0), (0.25, 3), (0.5, 1)])
+def test_digits_splits_share_no_image(digits, fraction, seed):
+    assert len({img.numpy().tobytes() for img in digits.images}) == len(digits)  # all 1,797 differ
+    assert_disjoint(split(digits, fraction, seed), digits)
+
+
+def test_the_official_cifar_layout_splits_without_sharing(fake_cifar):
+    data = load_cifar10(fake_cifar, download=False, verify=False)
+    parts = split(data)
+    assert_disjoint(parts, data)
+    assert torch.equal(parts.test.images, data.images[data.test_mask])  # test_batch, whole and alone
+
+
+def test_folders_split_without_sharing(tmp_path, monkeypatch):
+    """A folder's own train/ and test/ stay apart; a folder without them is split by seed, apart too."""
+    monkeypatch.setenv("SSL_DATA_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 6), ("test", 3)):
+        for cls in ("cats", "dogs"):
+            for i in range(n):
+                _save(tmp_path / "own" / part / cls / f"{i}.png", tuple(int(v) for v in rng.integers(0, 256, 3)))
+                _save(tmp_path / "plain" / cls / f"{part}{i}.png", tuple(int(v) for v in rng.integers(0, 256, 3)))
+    own = load_folder(tmp_path / "own")
+    parts = split(own)
+    assert_disjoint(parts, own)
+    test_files = sorted((tmp_path / "own" / "test").rglob("*.png"))
+    assert {to_model_image(f).numpy().tobytes() for f in test_files} == {i.numpy().tobytes() for i in parts.test.images}
+    plain = load_folder(tmp_path / "plain")
+    for seed in range(3):
+        assert_disjoint(split(plain, 0.3, seed), plain)
+
+
+def test_the_fake_cifar_is_read_alike_by_torchvision_and_by_ours(fake_cifar, monkeypatch):
+    """The fake is written by our own writer and read by our own reader, so a layout both got wrong
+    would pass the tests above. torchvision's reader, the reference for the official files, must
+    read the same pixels, labels, classes and split from it (its md5 check is off for the fake)."""
+    from torchvision.datasets import CIFAR10
+
+    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda path, md5=None: Path(path).is_file())
+    ours = split(load_cifar10(fake_cifar, download=False, verify=False))
+    for train, part in ((True, ours.train), (False, ours.test)):
+        ref = CIFAR10(str(fake_cifar), train=train, download=False)
+        assert torch.equal(torch.from_numpy(ref.data).permute(0, 3, 1, 2), part.images), train  # HWC there, CHW here
+        assert ref.targets == part.labels.tolist() and ref.classes == part.class_names

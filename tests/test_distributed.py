@@ -17,8 +17,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 
+from conftest import untrained_figures
 from ssl_core import distributed
 from ssl_core.losses import nt_xent_loss
+from ssl_core.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,6 +96,9 @@ def test_two_processes_train_rotation_as_well_as_one(tmp_path: Path) -> None:
     d = card["config"]["distributed"]
     assert d["batch_per_process"] * 2 == d["effective_batch"] == card["config"]["batch_size"] == 64
     assert card["metrics"]["rotation_accuracy"] >= 0.95, card["metrics"]
+    untrained = untrained_figures(TrainConfig.from_dict(card["config"]))  # the same network before its first step
+    assert untrained["knn_accuracy"] == pytest.approx(card["metrics"]["knn_accuracy_random_init"])
+    assert card["metrics"]["rotation_accuracy"] >= untrained["rotation_accuracy"] + 0.5
     assert card["metrics"]["test_images"] == 359
     assert "2 processes (gloo), batch 64 = 2 x 32, learning rate 0.003" in log
     assert log.count("-> ") == 1  # one summary, one checkpoint: rank 0's

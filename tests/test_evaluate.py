@@ -1,6 +1,7 @@
 """Evaluation helpers against simple known cases."""
 
 import numpy as np
+import pytest
 import torch
 
 from ssl_core.evaluate import calibrate_threshold, fixed_pairs, knn_accuracy, linear_probe_accuracy, pair_metrics
@@ -106,3 +107,38 @@ def test_shipped_photo_models_come_first_and_are_the_defaults(tmp_path):
     shutil.copytree(src / "digits-rotation", shipped / "photos-rotation")  # any rotation card, named as a photo model
     assert reg.default_name("rotation") == "photos-rotation"
     assert [e.name for e in reg.entries("rotation")][:3] == ["photos-rotation", "cifar10-rotation", "digits-rotation"]
+
+
+def test_knn_fits_on_training_embeddings_and_scores_the_held_out_ones():
+    """Test points that are not training points, counted by hand. 1-D: class 0 at 0, 1, 2 and
+    class 1 at 2.5, 3, 3.5, 10; k = 5."""
+    train = torch.tensor([[0.0], [1.0], [2.0], [2.5], [3.0], [3.5], [10.0]])
+    train_y = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    test = torch.tensor([[1.9], [0.2], [9.0], [2.6]])
+    # 1.9: its nearest is 2.0 (class 0) but its 5 nearest are 2.0, 2.5, 1.0, 3.0, 3.5 -> class 1 by 3 to 2.
+    # 0.2: 0, 1, 2, 2.5, 3 -> class 0 by 3 to 2. 9.0: 10, 3.5, 3, 2.5, 2 -> class 1 by 4 to 1.
+    # 2.6: 2.5, 3, 2, 3.5, 1 -> class 1 by 3 to 2, and labelled 0: the one miss.
+    test_y = torch.tensor([1, 0, 1, 0])
+    assert knn_accuracy(train, train_y, test, test_y) == 0.75
+    assert knn_accuracy(train, train_y, test, test_y, k=1) == 0.5  # 1.9 -> class 0 by its one nearest: a second miss
+    assert knn_accuracy(test, test_y, train, train_y, k=1) != 0.75  # fitting on the other side answers otherwise
+
+
+def test_the_pair_threshold_comes_from_training_pairs_and_is_judged_on_held_out_ones():
+    """1-D embeddings. Training: class c at 100c (+-0.5), so the cut falls midway between same-class
+    pairs (at most 1 apart) and different ones (99 or more): near 50. Held out: class c at 200c +- 30,
+    so same-class pairs are 0 or 60 apart and different ones 140 or more. The order is perfect
+    (ROC-AUC 1), yet at the training cut every same-class pair 60 apart is called different."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat_interleave(25)
+    train = (100.0 * labels + torch.rand(100, generator=gen) - 0.5)[:, None]
+    side = torch.where(torch.arange(100) % 2 == 0, 30.0, -30.0)
+    test = (200.0 * labels + side)[:, None]
+    m = pair_metrics(train, labels, test, labels)
+    assert 45 < m["threshold"] < 55
+    a, b, same = fixed_pairs(labels, seed=4321)  # the held-out pairs pair_metrics draws
+    d, s = (test[a] - test[b]).abs().flatten(), same.bool()
+    assert set(d[s].tolist()) == {0.0, 60.0} and d[~s].min() >= 140  # the layout, as built
+    expected = float((s & (d == 0)).sum() + (~s).sum()) / len(s)  # right: the near same pairs, all different ones
+    assert m["pair_auc"] == pytest.approx(1.0) and m["pair_accuracy"] == pytest.approx(expected)
+    assert 0.6 < expected < 0.9  # the training cut, not one fitted to the held-out pairs (which would score 1)

@@ -80,7 +80,8 @@ def test_job_trains_saves_and_offers_the_run(registry: ModelRegistry) -> None:
     assert s.status == "finished", s.log
     assert s.fraction == 1.0 and s.step == s.total_steps > 0
     assert [h["epoch"] for h in s.history] == [1, 2] and all("knn_accuracy" in h for h in s.history)
-    assert s.metrics["knn_accuracy"] > 0.9 and "knn_accuracy_random_init" in s.metrics
+    # Learned: pairs separate far better than by the same network untrained (0.97 vs 0.86 measured).
+    assert s.metrics["pair_auc"] >= s.metrics["pair_auc_random_init"] + 0.05, s.metrics
     assert Path(s.checkpoint).parent == registry.runs_dir and s.model == Path(s.checkpoint).name
     assert s.model.startswith("siamese-digits-")
     assert registry.names()[len(SHIPPED):] == [s.model] and registry.load(s.model).checkpoint.path == Path(s.checkpoint)

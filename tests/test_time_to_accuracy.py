@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import untrained_figures
 from ssl_core.recipes import seed_recipe
 from ssl_core.time_to_accuracy import TARGETS, first_reached
 from ssl_core.train import TrainConfig, train
@@ -26,7 +27,8 @@ def test_the_seed_recipe_trains_one_turn_per_image_at_a_constant_rate():
     assert cfg.arch == "simple" and cfg.turns == 1 and cfg.schedule == "constant" and not cfg.flip
     assert [h["lr"] for h in result.history] == [pytest.approx(1e-3)] * 2  # no decay
     assert all(0 < h["train_seconds"] <= h["elapsed"] for h in result.history)
-    assert result.metrics["rotation_accuracy"] > 0.3  # it learns, slowly: chance is 0.25
+    # It learns, slowly: 0.51 measured, the same network untrained 0.25.
+    assert result.metrics["rotation_accuracy"] >= untrained_figures(result.config)["rotation_accuracy"] + 0.15
     with pytest.raises(ValueError):
         seed_recipe("simclr")  # the seed has no label-free method
 

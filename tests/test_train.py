@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import untrained_figures
 from ssl_core.__main__ import main as cli
 from ssl_core.checkpoints import load_checkpoint
 from ssl_core.train import TrainConfig, TrainingError, train
@@ -17,6 +18,10 @@ FLOORS = {
     "siamese": {"pair_auc": 0.995, "knn_accuracy": 0.98},
     "simclr": {"knn_accuracy": 0.97},
 }
+# What each task learns, and by how much it must beat the same network untrained (measured on the
+# shipped digits models: rotation 0.976 vs 0.25, Siamese pair ROC-AUC 0.998 vs 0.86, SimCLR 0.948
+# vs 0.87). The kNN floors above are the issue's, not proof of learning: untrained, 0.96-0.98.
+LEARNED = {"rotation": ("rotation_accuracy", 0.5), "siamese": ("pair_auc", 0.08), "simclr": ("pair_auc", 0.04)}
 
 
 @pytest.mark.slow
@@ -31,16 +36,16 @@ def test_cli_defaults_meet_quality_floors(task, tmp_path, capsys):
     m = card["metrics"]
     for key, floor in FLOORS[task].items():
         assert m[key] >= floor, (key, m)
-    assert 0 <= m["knn_accuracy_random_init"] <= 1
-    if task == "simclr":
-        # On digits an untrained encoder's kNN is already ~0.97, so kNN leaves no room for a margin
-        # wider than the spread between CPUs; pair separation does (measured ~0.95 vs ~0.86).
-        assert m["pair_auc"] >= m["pair_auc_random_init"] + 0.04, m
+    untrained = untrained_figures(TrainConfig.from_dict(card["config"]))
+    assert untrained["knn_accuracy"] == pytest.approx(m["knn_accuracy_random_init"])  # the run's own initialisation
+    key, margin = LEARNED[task]
+    assert m[key] >= untrained[key] + margin, (key, m[key], untrained[key])
     if task in ("siamese", "simclr"):
         assert {"pair_auc", "pair_accuracy", "threshold"} <= m.keys()
     assert card["task"] == task and card["dataset"] == "digits" and card["metrics_split"] == "test"
     assert card["arch"] == "simple" and card["config"]["arch"] == "simple"  # the digits recipe
-    assert m["linear_probe_accuracy"] > 0.9 and "linear_probe_accuracy" in card["evaluation"]
+    # Digits' untrained features already give a probe of ~0.97: the probe only shows training kept them usable.
+    assert m["linear_probe_accuracy"] >= m["linear_probe_accuracy_random_init"] - 0.05 and "linear_probe_accuracy" in card["evaluation"]
     assert card["class_names"] == [str(i) for i in range(10)]
     assert len(card["history"]) == card["config"]["epochs"]
     summary = capsys.readouterr().out
@@ -130,16 +135,6 @@ def test_recipes_fill_what_is_not_given_and_the_card_keeps_them():
     assert TrainConfig.from_dict(photos.to_dict()) == photos
     with pytest.raises(ValueError, match="arch must be one of"):
         TrainConfig(arch="resnet9000")
-
-
-def test_learning_rate_warms_up_then_decays_to_zero():
-    from ssl_core.schedule import lr_factor
-
-    factors = [lr_factor(s, 10, 100) for s in range(101)]
-    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert factors[10] == pytest.approx(1.0) and factors[100] == pytest.approx(0.0, abs=1e-12)
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # monotone decay after warm-up
-    assert lr_factor(0, 0, 100) == 1.0  # no warm-up: full rate at once (the digits recipe)
 
 
 @pytest.mark.parametrize("amx, avx512_bf16, expected", [
@@ -233,7 +228,8 @@ def test_a_64_px_photo_run_end_to_end(photo_slice, tmp_path, monkeypatch):
                 "--stem-stride", "2", "--epochs", "4", "--out", str(out)]) == 0
     card = json.loads((out / "card.json").read_text())
     assert card["image_size"] == 64 and card["config"]["image_size"] == 64 and card["model_args"]["stem_stride"] == 2
-    assert card["metrics"]["test_images"] == 200 and card["metrics"]["rotation_accuracy"] > 0.4
+    assert card["metrics"]["test_images"] == 200
+    assert card["metrics"]["rotation_accuracy"] >= untrained_figures(TrainConfig.from_dict(card["config"]))["rotation_accuracy"] + 0.15
     frames = json.loads((out / "frames.json").read_text())
     assert len(frames["frames"]) >= 2
     ckpt = load_checkpoint(out)
