@@ -104,10 +104,10 @@ def explain_rotation(model: LoadedModel, source: ImageSource) -> Explanation:
     """Where a rotation model looks for its answer, for the upload and each further quarter-turn."""
     if model.card["task"] != "rotation":
         raise ModelError(f"{model.name} is a {model.card['task']} model; this needs a rotation model.")
+    picture, x = model_input(model.checkpoint, source)  # first: a bad upload is refused as the tab refuses it
     check, out = _start(model, "rotation")
     if check is None:
         return out
-    picture, x = model_input(model.checkpoint, source)
     turned = torch.stack([torch.rot90(x, k, (-2, -1)) for k in range(4)])
     cams, predicted, confidence = rotation_maps(model.checkpoint.model, turned, (check.method,))
     heat = fine(cams[check.method], x.shape[-1]).numpy()
@@ -126,10 +126,10 @@ def explain_rotation(model: LoadedModel, source: ImageSource) -> Explanation:
 
 def explain_pair(model: LoadedModel, a: ImageSource, b: ImageSource) -> Explanation:
     """Where each of two pictures is like the other, in the model's embedding: one map per picture."""
+    (pa, xa), (pb, xb) = model_input(model.checkpoint, a), model_input(model.checkpoint, b)  # bad uploads refused first
     check, out = _start(model, "pair")
     if check is None:
         return out
-    (pa, xa), (pb, xb) = model_input(model.checkpoint, a), model_input(model.checkpoint, b)
     cams, distance = pair_maps(model.checkpoint.model, xa[None], xb[None], (check.method,))
     heat = fine(torch.cat(cams[check.method]), xa.shape[-1]).numpy()
     if float(distance[0]) < 1e-4:  # a picture against itself: the gradient is zero and its map would be rounding noise

@@ -22,6 +22,7 @@ from ssl_core.faithfulness import Deletion, Faithfulness
 from ssl_core.images import ImageError
 from ssl_core.models import ModelArgs, SSLModel, build_model
 from ssl_core.registry import ModelError, ModelRegistry
+from tests.test_images import bilevel_png, huge_jpeg
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "assets" / "examples"
@@ -266,13 +267,32 @@ def test_a_model_without_held_out_images_answers_without_maps(registry, monkeypa
     assert not e.shown and "folder is gone" in e.about
 
 
-def test_bad_input_gets_the_tabs_answers(registry, tmp_path) -> None:
-    text = tmp_path / "notes.png"
-    text.write_text("this is text, not a picture")
-    with pytest.raises(ImageError, match="not an image"):
-        explain.explain_rotation(registry.load("digits-rotation"), text)
-    with pytest.raises(ImageError, match="not an image"):
-        explain.explain_pair(registry.load("digits-siamese"), text, EXAMPLES / "digit-8.png")
+@pytest.mark.parametrize("name, data", [
+    ("notes.png", b"this is text, not a picture\n"), ("empty.png", b""), ("bomb.png", bilevel_png(20_000, 20_000)),
+    ("crafted.jpg", huge_jpeg(10_000, 7_000)),
+    ("drawing.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"><circle r="4"/></svg>')])
+def test_bad_input_gets_the_tabs_answers(registry, tmp_path, monkeypatch, name, data) -> None:
+    """Non-images and pixel bombs: the explanations refuse them with the words the tabs use."""
+    from ssl_core import inference
+
+    bad = tmp_path / name
+    bad.write_bytes(data)
+    rotation, pair = registry.load("cifar10-rotation"), registry.load("digits-siamese")
+    with pytest.raises(ImageError) as tab:
+        inference.predict_rotation(rotation.checkpoint, bad)
+    with pytest.raises(ImageError) as turns:
+        explain.explain_rotation(rotation, bad)
+    with pytest.raises(ImageError) as pairs:
+        explain.explain_pair(pair, EXAMPLES / "digit-8.png", bad)
+    assert str(turns.value) == str(pairs.value) == str(tab.value)
+    failed = Faithfulness("rotation", Method("gradcam", 0), Deletion(256, 0.8, 0.11, 0.10, "pixels", 1.2), {}, "test images")
+    with monkeypatch.context() as m:  # a model whose maps are withheld still refuses the upload first
+        m.setattr(faithfulness, "verdict", lambda model, question: failed)
+        with pytest.raises(ImageError):
+            explain.explain_rotation(rotation, bad)
+
+
+def test_a_rotation_map_of_another_kind_of_model_is_refused_as_the_tab_refuses(registry) -> None:
     with pytest.raises(ModelError, match="digits-siamese is a siamese model; this needs a rotation model"):
         explain.explain_rotation(registry.load("digits-siamese"), EXAMPLES / "digit-8.png")
 
