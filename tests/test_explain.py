@@ -165,21 +165,23 @@ def test_the_verdict_demands_clearly_more_than_random() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", shipped("rotation", "siamese"))
 def test_deletion_check_passes_for_every_shipped_rotation_and_siamese_model(name, registry) -> None:
-    """Measured afresh on held-out images the check never picked its method on; the figures are the
-    table in docs/benchmarks.md, and the recorded verdict the app uses agrees."""
+    """Measured afresh on the held-out half the method was not picked on: the recorded method (the one
+    the app uses) is judged again and must give the recorded figures (docs/benchmarks.md); a shipped
+    model without a record (a photo model just added) is measured in full, picking included."""
     model = registry.load(name)
     question = "rotation" if model.card["task"] == "rotation" else "pair"
-    f = faithfulness.measure(model, question)
+    recorded = json.loads(faithfulness.RECORDED.read_text()).get(model.key, {}).get(question)
+    r = Faithfulness.from_dict(recorded) if recorded else None
+    f = faithfulness.measure(model, question, r.method if r else None)
     c = f.check
     print(f"\n{name} {question}: {f.method.title}, map's blur {c.map_drop:.3f} vs random {c.random_drop:.3f} "
-          f"({c.random_kind}), z {c.z:.1f}, {c.images} held-out")
+          f"({c.random_kind}), z {c.z:.1f}, {c.images} held-out{'' if r else ' (no record: measured in full)'}")
     assert f.passed, f.sentence()
     assert c.images >= 80 and c.map_drop > 0
-    recorded = json.loads(faithfulness.RECORDED.read_text()).get(model.key, {}).get(question)
-    if recorded is not None:  # a checkpoint retrained since the record was written is measured when first asked
-        r = Faithfulness.from_dict(recorded)
-        assert r.method == f.method and r.passed and r.check.images == c.images
+    if r is not None:
+        assert r.passed and r.check.images == c.images
         assert r.check.map_drop == pytest.approx(c.map_drop, rel=0.05, abs=0.005)
+        assert r.check.random_drop == pytest.approx(c.random_drop, rel=0.1, abs=0.01)
 
 
 def test_every_shipped_model_has_a_recorded_verdict_or_gets_one(registry, monkeypatch, tmp_path) -> None:
