@@ -17,8 +17,9 @@ from .common import REGISTRY, examples, gallery, picker, png, shows_user_errors,
 @shows_user_errors
 def predict_rotation(image: Optional[str], model: Optional[str] = None) -> tuple[dict, Any, list, str]:
     """Predicted rotation of an image by a rotation `model` (a name from list_models; default the
-    shipped CIFAR-10 one): angle probabilities, the image turned upright, the guess for each of
-    four further turns (flagged when inconsistent), and which checkpoint answered."""
+    registry's: the shipped photo model, CIFAR-10's until one ships): angle probabilities (the vote
+    over four turns), the image turned upright, the guess for each of four further turns (flagged
+    when inconsistent), and which checkpoint answered."""
     image = upload(image)
     if image is None:
         return {}, None, [], "Upload, paste or draw an image to see its predicted rotation."
@@ -26,7 +27,9 @@ def predict_rotation(image: Optional[str], model: Optional[str] = None) -> tuple
     p = inference.predict_rotation(m.checkpoint, image)
     turns = [(to_pil(g.image, 4), f"turned {inference.angle_name(g.turn)} → guess {inference.angle_name(g.predicted)} "
               f"({g.confidence:.0%}){'' if g.consistent else ', inconsistent'}") for g in p.guesses]
-    text = (f"The image looks turned **{p.angle}** counter-clockwise from upright ({p.probabilities[p.angle]:.0%} sure); "
+    alone = max(p.single, key=p.single.get)
+    text = (f"The image looks turned **{p.angle}** counter-clockwise from upright ({p.probabilities[p.angle]:.0%} sure, "
+            f"the vote of the four turns below; the image as given, alone, says {alone}, {p.single[alone]:.0%}); "
             f"turned back by {p.angle} it is shown upright.\n\n{m.describe()}")
     return p.probabilities, png(p.upright), gallery(turns), text
 
