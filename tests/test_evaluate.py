@@ -142,3 +142,129 @@ def test_the_pair_threshold_comes_from_training_pairs_and_is_judged_on_held_out_
     expected = float((s & (d == 0)).sum() + (~s).sum()) / len(s)  # right: the near same pairs, all different ones
     assert m["pair_auc"] == pytest.approx(1.0) and m["pair_accuracy"] == pytest.approx(expected)
     assert 0.6 < expected < 0.9  # the training cut, not one fitted to the held-out pairs (which would score 1)
+
+
+# ------------------------------------------------- the evaluator end to end, on models with known answers
+class MeanColour(torch.nn.Module):
+    """An encoder that needs no training: each picture's mean colour (3 features)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float().mean(dim=(2, 3))
+
+
+def known_model(task: str, head: str = "identity"):  # noqa: ANN201
+    """A model of `task` whose features are the mean colour; a siamese head that keeps them
+    (`identity`) or forgets them (`zero`: every picture at the same place)."""
+    from ssl_core.models import ModelArgs, SSLModel
+
+    model = SSLModel(ModelArgs(task=task, feature_dim=3, out_dim=4 if task == "rotation" else 3))
+    model.encoder = MeanColour()
+    if task != "rotation":
+        with torch.no_grad():
+            model.head.weight.copy_(torch.eye(3) if head == "identity" else torch.zeros(3, 3))
+            model.head.bias.zero_()
+    return model.eval()
+
+
+def coloured(n_per_class: int, seed: int, labeled: bool = True):  # noqa: ANN201
+    """Pictures of three classes, each a colour (red, green, blue) with a little noise."""
+    from ssl_core.data import ImageSet
+
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(3).repeat(n_per_class)
+    base = torch.full((len(labels), 3, 8, 8), 40.0)
+    base[torch.arange(len(labels)), labels] = 200.0
+    images = (base + torch.randint(-20, 21, base.shape, generator=gen)).clamp(0, 255).to(torch.uint8)
+    return ImageSet(images, labels if labeled else None, ["red", "green", "blue"] if labeled else [], "colours")
+
+
+def test_evaluate_reads_neighbours_off_the_embedding_and_the_probe_off_the_features():
+    from ssl_core.evaluate import evaluate
+
+    train, test = coloured(30, 0), coloured(10, 1)
+    m = evaluate(known_model("siamese"), train, test, baseline=known_model("siamese", head="zero"))
+    assert (m["test_images"], m["train_images"]) == (30, 90)
+    assert m["knn_accuracy"] == 1.0 and m["pair_auc"] == 1.0 and m["pair_accuracy"] == 1.0 and m["linear_probe_accuracy"] == 1.0
+    # The baseline's head puts every picture at one place: its neighbours and pairs are chance,
+    # but the probe reads the encoder's features, which still hold the colour.
+    assert m["knn_accuracy_random_init"] < 0.5 and m["pair_auc_random_init"] == 0.5
+    assert m["linear_probe_accuracy_random_init"] == 1.0
+    assert not {"pair_accuracy_random_init", "threshold_random_init", "rotation_accuracy"} & m.keys()
+    assert "linear_probe_accuracy" in evaluate(known_model("simclr"), train, test) and "pair_auc" in evaluate(known_model("simclr"), train, test)
+    unlabeled = evaluate(known_model("siamese"), coloured(5, 2, labeled=False), coloured(2, 3, labeled=False))
+    assert unlabeled == {"test_images": 6, "train_images": 15, "note": "unlabeled data: kNN accuracy and pair metrics need class labels"}
+
+
+def test_evaluate_a_rotation_model_that_answers_the_turn_it_sees():
+    from ssl_core.evaluate import evaluate, rotation_accuracies
+
+    class CornerReader(torch.nn.Module):
+        """Says which corner the bright one went to: right for every turn of these pictures."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            corners = [x[..., :2, :2], x[..., -2:, :2], x[..., -2:, -2:], x[..., :2, -2:]]
+            return torch.stack([c.mean(dim=(1, 2, 3)) for c in corners], 1) + 0 * self.anchor
+
+    images = torch.zeros(5, 3, 8, 8, dtype=torch.uint8)
+    images[:, :, :2, :2] = 255
+    reader = CornerReader().train()
+    assert rotation_accuracies(reader, images, batch_size=2) == (1.0, 1.0)  # batches of 2, 2 and 1
+    assert reader.training  # the evaluator puts the model back as it found it
+    rotation = known_model("rotation")
+    rotation.forward = CornerReader().forward
+    train, test = coloured(4, 0), coloured(2, 1)
+    test.images[:] = 0
+    test.images[:, :, :2, :2] = 255
+    m = evaluate(rotation, train, test)
+    assert m["rotation_accuracy"] == 1.0 and m["rotation_accuracy_vote"] == 1.0 and "pair_auc" not in m and "knn_accuracy" in m
+
+
+def test_quick_probes_measure_what_the_live_curve_shows():
+    from ssl_core.evaluate import QUICK_PROBE_IMAGES, _at_most, quick_probe
+
+    train, test = coloured(30, 0), coloured(10, 1)
+    assert quick_probe(known_model("siamese"), train, test, seed=0) == {"knn_accuracy": 1.0, "pair_auc": 1.0}
+    assert set(quick_probe(known_model("simclr"), train, test, seed=0)) == {"knn_accuracy", "pair_auc"}
+    assert quick_probe(known_model("siamese"), coloured(5, 2, labeled=False), coloured(2, 3, labeled=False), seed=0) == {}
+    rotation = known_model("rotation")
+    assert set(quick_probe(rotation, train, test, seed=0)) == {"rotation_accuracy"}
+    many = coloured(QUICK_PROBE_IMAGES // 3 + 5, 4)
+    picked = _at_most(many, seed=7)
+    assert len(picked) == QUICK_PROBE_IMAGES and torch.equal(picked.images, _at_most(many, seed=7).images)
+    assert not torch.equal(picked.images, _at_most(many, seed=8).images)
+    assert {img.numpy().tobytes() for img in picked.images} <= {img.numpy().tobytes() for img in many.images}
+    assert _at_most(train, seed=7) is train
+
+
+def test_embed_batches_restores_the_mode_and_reads_features_or_the_embedding():
+    from ssl_core.evaluate import embed
+
+    model = known_model("siamese", head="zero").train()
+    images = coloured(4, 0).images
+    features = embed(model, images, batch_size=5, features=True)
+    assert torch.allclose(features, MeanColour()(((images.float() / 127.5) - 1)), atol=1e-6)
+    assert torch.equal(embed(model, images, batch_size=5, features=True), embed(model, images, batch_size=100, features=True))
+    assert embed(model, images).abs().max() == 0  # the zero head: the embedding, not the features
+    assert model.training and embed(model, images[:0]).shape == (0, 3)
+
+
+def test_metrics_are_shown_as_their_table_says():
+    from ssl_core.evaluate import format_metric
+
+    assert format_metric("rotation_accuracy", 0.87715) == "87.7%" and format_metric("pair_auc", 0.95789) == "0.958"
+    assert format_metric("not_a_metric", 0.5) == "50.0%"
+
+
+def test_the_probe_copes_with_constant_features_and_classes_the_training_split_lacks():
+    gen = torch.Generator().manual_seed(3)
+    y = torch.randint(0, 3, (300,), generator=gen)
+    x = torch.cat([torch.nn.functional.one_hot(y, 3).float() * 5 + torch.randn(300, 3, generator=gen), torch.ones(300, 1)], 1)
+    assert linear_probe_accuracy(x[:200], y[:200], x[200:], y[200:]) > 0.95  # a constant column does no harm
+    test_y = y[200:].clone()
+    test_y[:10] = 3  # a class never seen in training: those ten are simply wrong
+    assert linear_probe_accuracy(x[:200], y[:200], x[200:], test_y) == pytest.approx(
+        linear_probe_accuracy(x[:200], y[:200], x[200:], y[200:]) - 0.1, abs=0.011)

@@ -187,3 +187,93 @@ def test_the_turn_table_of_models_whose_answers_are_known() -> None:
     assert right == [[n if j == i else 0 for j in range(4)] for i in range(4)]
     assert ahead == [[n if j == (i + 1) % 4 else 0 for j in range(4)] for i in range(4)]  # not symmetric: a transposed table fails
     assert ninety == [[0, n, 0, 0]] * 4
+
+
+# ------------------------------------------------------------------------ the frames' math, by hand
+def test_the_classes_a_map_shows_are_spread_evenly_after_the_distinct_ones() -> None:
+    from ssl_core.frames import shown_classes
+
+    assert shown_classes([f"c{i}" for i in range(20)]) == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]  # 20 / 10 apart
+    assert shown_classes([f"c{i}" for i in range(10)]) == list(range(10))
+    names = [f"c{i}" for i in range(20)] + ["pizza", "teapot"]  # two known ones, at 20 and 21
+    rest = [int(j * 2.5) for j in range(8)]  # 8 more from the other 20, 2.5 apart: 0, 2, 5, 7, 10, 12, 15, 17
+    assert shown_classes(names) == sorted(rest + [20, 21])
+
+
+def test_the_sample_takes_up_to_a_hundred_a_class_or_a_thousand_at_random() -> None:
+    import torch
+
+    from ssl_core.frames import SAMPLE_SIZE, sample_rows
+
+    three = torch.arange(3).repeat_interleave(500)
+    rows = sample_rows(three, len(three))
+    assert torch.bincount(three[rows]).tolist() == [100, 100, 100] and torch.equal(rows, rows.sort().values)
+    assert torch.equal(rows, sample_rows(three, len(three))) and not torch.equal(rows, sample_rows(three, len(three), seed=1))
+    fifteen = torch.arange(15).repeat_interleave(80)  # 1000 // 15 = 66 a class
+    assert torch.bincount(fifteen[sample_rows(fifteen, len(fifteen))]).tolist() == [66] * 15
+    small = torch.tensor([0] * 5 + [1] * 200)
+    assert torch.bincount(small[sample_rows(small, len(small))]).tolist() == [5, 100]  # all of a small class
+    unlabeled = sample_rows(None, 5000)
+    assert len(unlabeled) == SAMPLE_SIZE and len(set(unlabeled.tolist())) == SAMPLE_SIZE and unlabeled.max() < 5000
+    assert torch.equal(unlabeled, unlabeled.sort().values) and torch.equal(sample_rows(None, 300), torch.arange(300))
+
+
+def test_leave_one_out_knn_leaves_each_image_out_and_breaks_ties_to_the_lower_class() -> None:
+    import torch
+
+    emb = torch.tensor([[0.0], [1.1], [-1.2], [0.05]])
+    labels = torch.tensor([1, 0, 1, 1])
+    # k = 2, never itself. Image 0 (class 1): image 3 (class 1) and image 1 (class 0, 1.1 away; image
+    # 2 is 1.2), a tie, to the lower class: wrong. Image 1 (class 0): images 3 and 0, class 1: wrong.
+    # Image 2 (class 1): images 0 and 3: right. Image 3 (class 1): images 0 and 1, a tie: wrong.
+    assert frames.leave_one_out_knn(emb, labels, k=2) == 0.25
+    assert frames.leave_one_out_knn(emb, labels, k=1) == 0.75  # one neighbour: only image 1 is wrong
+    three = torch.tensor([[0.0], [1.0], [-1.5]])  # k = 2 is everyone else: images 0 and 2 tie (to class 0), image 1 is outvoted
+    assert frames.leave_one_out_knn(three, torch.tensor([1, 0, 1]), k=2) == 0.0
+    assert frames.leave_one_out_knn(three, torch.tensor([1, 0, 1]), k=10) == 0.0  # k held to the others
+    assert frames.leave_one_out_knn(three, torch.tensor([0, 1, 0]), k=10) == pytest.approx(2 / 3)  # the same ties, now to the right class
+    assert frames.leave_one_out_knn(emb, labels) == frames.leave_one_out_knn(emb, labels, k=frames.KNN_K)
+
+
+def test_positions_fill_one_box_with_one_scale_and_are_quantised() -> None:
+    xy = np.stack([np.arange(200, dtype=np.float64), np.full(200, 5.0)], 1)  # x spread, y flat
+    box = frames.to_box(xy)
+    lo, hi = np.percentile(np.arange(200.0), [0.5, 99.5])  # 0.995 and 198.005: the middle 99%
+    scale = (hi - lo) / 2
+    assert box.dtype == np.float32 and box[0, 0] == -1.0 and box[199, 0] == 1.0  # the 0.5% ends are clipped
+    assert box[50, 0] == pytest.approx(np.rint((50 - (lo + hi) / 2) / scale * 1000) / 1000) and box[50, 0] == pytest.approx(-0.503)
+    assert (box[:, 1] == 0).all()  # the flat axis, on x's scale, is centred
+    assert (frames.to_box(np.ones((10, 2))) == 0).all()  # nothing spread: all at the centre, no division by zero
+    skewed = np.stack([np.r_[np.zeros(190), np.full(10, 100.0)], np.arange(200.0) / 1000], 1)
+    assert frames.to_box(skewed)[:, 0].min() == -1.0 and frames.to_box(skewed)[:, 0].max() == 1.0
+
+
+def test_pca_maps_the_two_widest_directions_and_turns_to_match_the_last_frame() -> None:
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(300, 3)) * [10.0, 3.0, 0.1]  # widest along x, then y
+    emb = t @ np.array([[0, 0, 1.0], [1.0, 0, 0], [0, 1.0, 0]])  # ...stored as features 2, 0, 1
+    xy = frames.aligned_pca(emb, None)
+    assert xy.shape == (300, 2)
+    assert abs(np.corrcoef(xy[:, 0], t[:, 0])[0, 1]) > 0.999 and abs(np.corrcoef(xy[:, 1], t[:, 1])[0, 1]) > 0.999
+    turned = xy @ np.array([[0.0, -1.0], [1.0, 0.0]])  # the last frame, a quarter-turn away
+    assert np.allclose(frames.aligned_pca(emb, turned), turned, atol=1e-8)
+    assert np.allclose(frames.aligned_pca(emb, xy * [-1, 1]), xy * [-1, 1], atol=1e-8)  # or mirrored
+    line = frames.aligned_pca(np.arange(10.0)[:, None], None)  # one feature: the second axis is flat
+    assert line.shape == (10, 2) and (line[:, 1] == 0).all()
+
+
+def test_frames_are_due_before_the_first_step_and_within_short_runs() -> None:
+    import torch
+
+    from ssl_core.data import ImageSet, Split
+
+    from ssl_core.models import build_model
+
+    held = ImageSet(torch.zeros(12, 3, 32, 32, dtype=torch.uint8), torch.arange(3).repeat(4), ["a", "b", "c"], "flat")
+    rec = frames.Recorder("rotation", Split(held, held), 30, torch.device("cpu"))
+    assert rec.due(0, 50) and not rec.due(30, 50)  # a long run: the engine takes one each epoch end
+    assert [s for s in range(1, 61) if rec.due(s, 4)] == [10, 20, 40, 50]  # a short one: thirds of each epoch
+    assert rec.due(10, 4) and rec.due(10, 4.9) and not rec.due(10, 5)  # fewer than 5 epochs is short
+    assert rec._epoch(60) == 2 and isinstance(rec._epoch(60), int) and rec._epoch(40) == 1.333
+    rec.take(build_model("rotation"), 10, 0.0)
+    assert not rec.due(10, 4)  # taken already at this step

@@ -1,6 +1,7 @@
 """Losses against short hand-written references, and the seed's sign bug."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -105,3 +106,40 @@ def test_supervised_nt_xent_pulls_classes_together():
     assert nt_xent_loss(z, z, 0.2, labels) < nt_xent_loss(z, z, 0.2, shuffled)
     with pytest.raises(ValueError):
         nt_xent_loss(z, z, 0.2, labels[:3])
+
+
+def test_contrastive_counts_a_near_same_pair_only_by_its_distance():
+    """A same-class pair inside the margin costs d^2 alone (no push term), whatever type `same` has."""
+    a, b = torch.zeros(2, 2), torch.tensor([[0.3, 0.4], [0.0, 0.6]])  # distances 0.5 and 0.6
+    expected = (0.25 + 0.4 ** 2) / 2  # same pair: 0.5^2; different pair: (1 - 0.6)^2
+    for same in (torch.tensor([1.0, 0.0]), torch.tensor([True, False]), torch.tensor([1, 0])):
+        assert contrastive_loss(a, b, same).item() == pytest.approx(expected, rel=1e-5), same.dtype
+
+
+def test_losses_keep_to_their_inputs_device_and_defaults():
+    """On the `meta` device (shapes only) every tensor the losses make must follow their inputs, as
+    on a GPU; and the documented defaults are the ones used."""
+    z1, z2 = torch.randn(4, 8), torch.randn(4, 8)
+    labels = torch.tensor([0, 1, 0, 1])
+    assert nt_xent_loss(z1.to("meta"), z2.to("meta")).device.type == "meta"
+    assert nt_xent_loss(z1.to("meta"), z2.to("meta"), labels=labels.to("meta")).device.type == "meta"
+    assert nt_xent_loss(z1, z2).item() == nt_xent_loss(z1, z2, temperature=0.5).item()
+    same = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    assert contrastive_loss(z1, z2, same).item() == contrastive_loss(z1, z2, same, margin=1.0).item()
+    assert nt_xent_loss(z1[:2], z2[:2]).item() > 0  # two images are enough
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: contrastive_loss(torch.zeros(3, 2), torch.zeros(2, 2), torch.zeros(3)), "a and b must both be (B, D); got (3, 2) and (2, 2)"),
+    (lambda: contrastive_loss(torch.zeros(3), torch.zeros(3), torch.zeros(3)), "a and b must both be (B, D); got (3,) and (3,)"),
+    (lambda: contrastive_loss(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(2)), "same must be (B,) = (3,); got (2,)"),
+    (lambda: contrastive_loss(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(3), margin=0.0), "margin must be positive"),
+    (lambda: nt_xent_loss(torch.zeros(3, 4), torch.zeros(2, 4)), "z1 and z2 must both be (B, D); got (3, 4) and (2, 4)"),
+    (lambda: nt_xent_loss(torch.zeros(4), torch.zeros(4)), "z1 and z2 must both be (B, D); got (4,) and (4,)"),
+    (lambda: nt_xent_loss(torch.zeros(1, 4), torch.zeros(1, 4)), "NT-Xent needs at least 2 images per batch"),
+    (lambda: nt_xent_loss(torch.zeros(2, 4), torch.zeros(2, 4), temperature=0.0), "temperature must be positive"),
+    (lambda: nt_xent_loss(torch.zeros(4, 2), torch.zeros(4, 2), labels=torch.zeros(3)), "labels must be (B,) = (4,); got (3,)"),
+])
+def test_losses_refuse_bad_arguments_saying_what_is_wrong(call, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        call()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ssl_core.schedule import SAFETY_SECONDS, SAFETY_SHARE, SKIP_STEPS, Schedule, TimeBudget, fit_total_steps, lr_factor
+from ssl_core.schedule import (SAFETY_SECONDS, SAFETY_SHARE, SKIP_STEPS, Schedule, TimeBudget, evaluation_seconds, fit_total_steps,
+                               lr_factor, step_pace)
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
@@ -51,3 +52,56 @@ def test_a_refitted_schedule_stays_continuous_and_ends_at_zero() -> None:
     plan.refit(40, 400)  # then more than expected
     assert plan.factor(40) == pytest.approx(factors[10]) and plan.factor(400) == pytest.approx(0.0, abs=1e-12)
     assert plan.factor(200) > 0.01
+
+
+def test_a_schedule_with_no_room_for_decay_and_one_ended_at_once():
+    assert lr_factor(5, 5, 5) == 1.0 and lr_factor(5, 5, 6) == 1.0 and lr_factor(6, 5, 6) == pytest.approx(0.0, abs=1e-12)
+    plan = Schedule.make(0.0, 100)
+    plan.refit(30, 30)  # "end now": the rest of the curve is played at once
+    assert plan.position(30) == 100.0 and plan.factor(30) == pytest.approx(0.0, abs=1e-12) and plan.factor(31) == plan.factor(30)
+    assert plan.to_dict() == {"nominal": 100, "warmup": 0, "total": 30, "anchor_step": 30, "anchor_position": 30.0}
+
+
+def test_the_pace_is_the_slower_of_the_whole_run_and_its_last_steps():
+    skip = [1.0, 2.0, 3.0]  # the first SKIP_STEPS steps, not paced
+    assert SKIP_STEPS == 3
+    slow_then_fast = skip + [3.0 + 0.25 * i for i in range(1, 61)] + [18.0 + 0.125 * i for i in range(1, 61)]
+    assert step_pace(slow_then_fast) == (25.5 - 3.0) / 120  # got faster: the whole run's pace (0.1875)
+    fast_then_slow = skip + [3.0 + 0.125 * i for i in range(1, 61)] + [10.5 + 0.25 * i for i in range(1, 61)]
+    assert step_pace(fast_then_slow) == 0.25  # got slower: the last 50 steps' pace
+    assert step_pace(skip + [3.5]) == 0.5 and step_pace(skip + [3.0]) == 1e-9  # one paced step; never zero
+    with pytest.raises(ValueError, match=r"^need more than 3 step times to pace a run; got 3$"):
+        step_pace(skip)
+
+
+def test_the_evaluation_estimate_counts_its_forward_passes():
+    # rotation: 4 turns of each test image; with labels, both encoders embed every image, plus the probes.
+    assert evaluation_seconds("rotation", 100, 10, False, 0.5) == 1.0 + 40 * 0.5
+    assert evaluation_seconds("rotation", 100, 10, True, 0.5) == 1.0 + (40 + 220 + 60) * 0.5
+    assert evaluation_seconds("simclr", 100, 10, True, 0.5) == 1.0 + (220 + 60) * 0.5
+    assert evaluation_seconds("siamese", 100, 10, False, 0.5) == 1.0
+
+
+def test_the_budget_fits_at_its_times_and_keeps_the_evaluation_aside():
+    """Steps every 0.125 s: the first fit after FIRST_FIT steps, then every REFIT_EVERY, or sooner
+    when 5% of the budget passed since the last fit; a torchrun launch (timed=False) fits on the
+    step count alone. Each fit is fit_total_steps to the step deadline, from where the run began."""
+    def fits(budget: TimeBudget, steps: int) -> dict:
+        out = {}
+        for i in range(1, steps + 1):
+            total = budget.record(0.125 * i)
+            if total is not None:
+                out[i] = total
+                assert total == fit_total_steps(budget.ends, budget.step_deadline, budget.step0)
+        return out
+
+    assert list(fits(TimeBudget(1000.0), 60)) == [8, 25, 50]
+    assert list(fits(TimeBudget(1000.0, timed=False), 60)) == [8, 25, 50]
+    assert list(fits(TimeBudget(10.0, timed=False), 30)) == [8, 25]
+    assert list(fits(TimeBudget(10.0), 30)) == [5, 8, 13, 18, 23, 25, 30]  # late: 0.5 s since the last fit
+    resumed = TimeBudget(1000.0, step=100)
+    assert min(fits(resumed, 8).values()) > 100 + 8  # counts the steps before the resume
+    plain = TimeBudget(1000.0)
+    assert plain.fit() is None  # nothing paced yet
+    fits(plain, 10)
+    assert plain.step_deadline == 1000.0 * (1 - SAFETY_SHARE) - SAFETY_SECONDS  # no evaluation estimate yet
