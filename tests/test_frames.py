@@ -277,3 +277,27 @@ def test_frames_are_due_before_the_first_step_and_within_short_runs() -> None:
     assert rec._epoch(60) == 2 and isinstance(rec._epoch(60), int) and rec._epoch(40) == 1.333
     rec.take(build_model("rotation"), 10, 0.0)
     assert not rec.due(10, 4)  # taken already at this step
+
+
+def test_the_distance_histograms_of_a_model_whose_distances_are_known() -> None:
+    """Pictures of three colours, embedded as their mean colour: same-colour pairs lie within the
+    noise, different ones far apart. Every same-class pair falls in the bins below the threshold
+    calibrated on training pairs, every different one above; the bins span 0 to the farthest pair."""
+    import torch
+
+    from ssl_core.data import Split
+    from tests.test_evaluate import coloured, known_model
+
+    held = coloured(40, 0)
+    rec = frames.Recorder("siamese", Split(coloured(40, 1), held), 10, torch.device("cpu"))
+    d = rec.take(known_model("siamese"), 0, 0.0).distances
+    edges, same, different, threshold = np.array(d["edges"]), np.array(d["same"]), np.array(d["different"]), d["threshold"]
+    assert len(edges) == frames.HIST_BINS + 1 and edges[0] == 0 and same.sum() + different.sum() == frames.HIST_PAIRS
+    assert 0.4 < same.sum() / frames.HIST_PAIRS < 0.6 and separation(d) == 1.0
+    below = edges[1:] <= threshold
+    assert same[~below].sum() == 0 and different[below].sum() == 0 and same.sum() > 0 and different.sum() > 0
+    with torch.no_grad():
+        emb = known_model("siamese").embed(torch.stack([(img.float() / 127.5 - 1) for img in rec.images]))
+    a, b, _ = rec.pairs
+    farthest = float(torch.linalg.vector_norm(emb[a] - emb[b], dim=1).max())
+    assert edges[-1] == pytest.approx(max(farthest, threshold) * 1.02, abs=2e-4)
