@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from torchvision.transforms.functional import gaussian_blur
 
 from . import dataset_title, projection
 from .attribution import METHODS, ExplainError, Method, distance, fine, pair_maps, rotation_maps
@@ -48,6 +47,8 @@ QUESTIONS = ("rotation", "pair")  # what a map explains: the predicted turn, or 
 
 def blur_top(images: torch.Tensor, ranking: torch.Tensor, fraction: float = TOP_FRACTION) -> torch.Tensor:
     """uint8 images (B,3,S,S) with the `fraction` of pixels `ranking` (B,h,w, any h) puts highest blurred."""
+    from torchvision.transforms.functional import gaussian_blur  # here: 1.5 s to import, and the app rarely checks
+
     side = images.shape[-1]
     flat = fine(ranking, side).flatten(1)
     top = flat.topk(int(round(fraction * side * side)), dim=1).indices
