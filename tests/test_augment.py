@@ -178,7 +178,7 @@ def test_colour_jitter_against_a_hand_computation():
     from ssl_core.augment import colour_jitter
 
     x = torch.tensor([[[[0.2, 0.8]], [[0.4, 0.1]], [[0.6, 0.3]]],
-                      [[[0.9, 0.5]], [[0.3, 0.5]], [[0.1, 0.5]]]])  # two images of two pixels
+                      [[[0.9, 0.5]], [[0.3, 0.5]], [[0.1, 0.5]]]]).transpose(-2, -1)  # two images of 2x1 pixels
     draws = iter([torch.tensor([1.0, 0.25]), torch.tensor([0.0, 0.75]), torch.tensor([0.5, 1.0])])
     s = 0.5
     got = colour_jitter(x, s, lambda b: next(draws))
@@ -186,12 +186,12 @@ def test_colour_jitter_against_a_hand_computation():
     u = [[1.0, 0.0, 0.5], [0.25, 0.75, 1.0]]
     for i in range(2):
         f = [1 + (2 * v - 1) * s for v in u[i]]
-        pixels = [[float(x[i, c, 0, j]) * f[0] for c in range(3)] for j in range(2)]
+        pixels = [[float(x[i, c, j, 0]) * f[0] for c in range(3)] for j in range(2)]
         mean = sum(luma(p) for p in pixels) / 2
         pixels = [[(v - mean) * f[1] + mean for v in p] for p in pixels]
         pixels = [[(v - luma(p)) * f[2] + luma(p) for v in p] for p in pixels]
         for j in range(2):
-            assert got[i, :, 0, j].tolist() == pytest.approx(pixels[j], abs=1e-6), (i, j)
+            assert got[i, :, j, 0].tolist() == pytest.approx(pixels[j], abs=1e-6), (i, j)
 
 
 def test_luma_weights_and_shape():
@@ -256,6 +256,10 @@ def test_pairs_pick_other_classes_and_members_uniformly():
         members = partners[labels[partners] == cls]
         hits = torch.bincount(members, minlength=len(labels))[labels == cls].float()
         assert (hits / hits.mean() - 1).abs().max() < 0.1, cls
+    anchors = torch.full((30_000,), 10)  # all of class 3, a class in the middle
+    partners, same = sample_pairs(labels, anchors, generator=gen)
+    share = torch.bincount(labels[partners[same == 0]], minlength=5).float() / int((same == 0).sum())
+    assert share[[2, 3]].tolist() == [0.0, 0.0] and (share[[0, 1, 4]] - 1 / 3).abs().max() < 0.015
     anchors = torch.full((2000,), 14)  # the class of one: its only same-class partner is itself
     partners, same = sample_pairs(labels, anchors, 0.5, gen)
     assert (partners[same == 1] == 14).all() and abs(same.mean() - 0.5) < 0.05

@@ -268,3 +268,40 @@ def test_the_probe_copes_with_constant_features_and_classes_the_training_split_l
     test_y[:10] = 3  # a class never seen in training: those ten are simply wrong
     assert linear_probe_accuracy(x[:200], y[:200], x[200:], test_y) == pytest.approx(
         linear_probe_accuracy(x[:200], y[:200], x[200:], y[200:]) - 0.1, abs=0.011)
+
+
+def test_rotation_accuracy_counts_every_turn_of_every_image_once_in_any_batching():
+    """A reader that finds the bright corner but says 0° when it is top-right (a turn of 270°):
+    single views are right for 3 turns in 4, the vote (three views against one) for all of them;
+    a blank picture (every corner alike) is read as 0°, right for 1 turn in 4 either way."""
+    from ssl_core.evaluate import rotation_accuracies, rotation_accuracy
+
+    class MostlyRight(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            corners = torch.stack([c.mean(dim=(1, 2, 3)) for c in
+                                   (x[..., :2, :2], x[..., -2:, :2], x[..., -2:, -2:], x[..., :2, -2:])], 1)
+            said = corners.argmax(1)
+            said[said == 3] = 0
+            return torch.nn.functional.one_hot(said, 4).float() + 0 * self.anchor
+
+    images = torch.zeros(5, 3, 8, 8, dtype=torch.uint8)
+    images[:2, :, :2, :2] = 255  # two readable pictures, then three blank ones
+    want = ((2 * 3 + 3 * 1) / 20, (2 * 4 + 3 * 1) / 20)
+    for batch in (1, 2, 3, 512):
+        assert rotation_accuracies(MostlyRight(), images, batch_size=batch) == pytest.approx(want), batch
+    assert rotation_accuracy(MostlyRight(), images) == pytest.approx(want[0])  # single views, not the vote
+    assert rotation_accuracies(MostlyRight(), images[:0]) == (0.0, 0.0)
+
+
+def test_quick_probes_draw_their_images_by_seed_from_larger_sets():
+    from ssl_core.evaluate import QUICK_PROBE_IMAGES, _at_most, quick_probe
+
+    big = coloured(QUICK_PROBE_IMAGES // 3 + 10, 5)
+    assert len(big) > QUICK_PROBE_IMAGES
+    assert quick_probe(known_model("siamese"), big, big, seed=3) == {"knn_accuracy": 1.0, "pair_auc": 1.0}
+    exact = big.subset(torch.arange(QUICK_PROBE_IMAGES))
+    assert _at_most(exact, seed=3) is exact  # exactly the limit: taken whole, in its order

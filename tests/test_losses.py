@@ -123,6 +123,7 @@ def test_losses_keep_to_their_inputs_device_and_defaults():
     labels = torch.tensor([0, 1, 0, 1])
     assert nt_xent_loss(z1.to("meta"), z2.to("meta")).device.type == "meta"
     assert nt_xent_loss(z1.to("meta"), z2.to("meta"), labels=labels.to("meta")).device.type == "meta"
+    assert nt_xent_loss(z1.to("meta"), z2.to("meta"), labels=labels).device.type == "meta"  # labels follow the views
     assert nt_xent_loss(z1, z2).item() == nt_xent_loss(z1, z2, temperature=0.5).item()
     same = torch.tensor([1.0, 0.0, 1.0, 0.0])
     assert contrastive_loss(z1, z2, same).item() == contrastive_loss(z1, z2, same, margin=1.0).item()
