@@ -97,7 +97,8 @@ def test_the_budget_fits_at_its_times_and_keeps_the_evaluation_aside():
 
     assert list(fits(TimeBudget(1000.0), 60)) == [8, 25, 50]
     assert list(fits(TimeBudget(1000.0, timed=False), 60)) == [8, 25, 50]
-    assert list(fits(TimeBudget(10.0, timed=False), 30)) == [8, 25]
+    # 10 s less 3% and 3 s: a 6.7 s deadline, 0.125 s a step: 53 steps of a fresh run, at both fits
+    assert fits(TimeBudget(10.0, timed=False), 30) == {8: 53, 25: 53}
     assert list(fits(TimeBudget(10.0), 30)) == [5, 8, 13, 18, 23, 25, 30]  # late: 0.5 s since the last fit
     resumed = TimeBudget(1000.0, step=100)
     assert min(fits(resumed, 8).values()) > 100 + 8  # counts the steps before the resume
@@ -105,3 +106,6 @@ def test_the_budget_fits_at_its_times_and_keeps_the_evaluation_aside():
     assert plain.fit() is None  # nothing paced yet
     fits(plain, 10)
     assert plain.step_deadline == 1000.0 * (1 - SAFETY_SHARE) - SAFETY_SECONDS  # no evaluation estimate yet
+    short = TimeBudget(1000.0)
+    assert [short.record(0.125 * i) for i in range(1, SKIP_STEPS + 1)] == [None] * SKIP_STEPS
+    assert short.fit() is None  # an epoch of SKIP_STEPS steps ends (the engine fits there): nothing paced yet, no error
