@@ -216,6 +216,8 @@ def test_the_sample_takes_up_to_a_hundred_a_class_or_a_thousand_at_random() -> N
     unlabeled = sample_rows(None, 5000)
     assert len(unlabeled) == SAMPLE_SIZE and len(set(unlabeled.tolist())) == SAMPLE_SIZE and unlabeled.max() < 5000
     assert torch.equal(unlabeled, unlabeled.sort().values) and torch.equal(sample_rows(None, 300), torch.arange(300))
+    assert torch.equal(unlabeled, sample_rows(None, 5000))  # unlabeled too: every run shows the same images
+    assert not torch.equal(unlabeled, sample_rows(None, 5000, seed=1))
 
 
 def test_leave_one_out_knn_leaves_each_image_out_and_breaks_ties_to_the_lower_class() -> None:
@@ -258,6 +260,7 @@ def test_pca_maps_the_two_widest_directions_and_turns_to_match_the_last_frame() 
     turned = xy @ np.array([[0.0, -1.0], [1.0, 0.0]])  # the last frame, a quarter-turn away
     assert np.allclose(frames.aligned_pca(emb, turned), turned, atol=1e-8)
     assert np.allclose(frames.aligned_pca(emb, xy * [-1, 1]), xy * [-1, 1], atol=1e-8)  # or mirrored
+    assert np.allclose(frames.aligned_pca(emb + 50.0, None), xy, atol=1e-4)  # where the cloud sits does not matter
     line = frames.aligned_pca(np.arange(10.0)[:, None], None)  # one feature: the second axis is flat
     assert line.shape == (10, 2) and (line[:, 1] == 0).all()
 
@@ -301,3 +304,24 @@ def test_the_distance_histograms_of_a_model_whose_distances_are_known() -> None:
     a, b, _ = rec.pairs
     farthest = float(torch.linalg.vector_norm(emb[a] - emb[b], dim=1).max())
     assert edges[-1] == pytest.approx(max(farthest, threshold) * 1.02, abs=2e-4)
+    images, (ca, cb, csame) = rec.calibration
+    with torch.no_grad():
+        cal = known_model("siamese").embed(torch.stack([(img.float() / 127.5 - 1) for img in images]))
+    gap = torch.linalg.vector_norm(cal[ca] - cal[cb], dim=1)
+    # Calibrated on the training pairs: midway across their gap; numbers kept to 4 decimals
+    assert threshold == round((float(gap[csame == 1].max()) + float(gap[csame == 0].min())) / 2, 4)
+    assert (np.round(edges, 4) == edges).all()
+
+
+def test_a_collapsed_encoder_still_gets_its_distance_histograms() -> None:
+    """Every picture embedded at one point (a contrastive run can collapse): every distance and the
+    threshold are 0, and all pairs land in the first bin instead of the histogram failing."""
+    import torch
+
+    from ssl_core.data import Split
+    from tests.test_evaluate import coloured, known_model
+
+    rec = frames.Recorder("siamese", Split(coloured(40, 1), coloured(40, 0)), 10, torch.device("cpu"))
+    d = rec.take(known_model("siamese", head="zero"), 0, 0.0).distances
+    assert d["threshold"] == 0.0 and len(d["edges"]) == frames.HIST_BINS + 1
+    assert d["same"][0] + d["different"][0] == frames.HIST_PAIRS and d["same"][0] > 0 and d["different"][0] > 0
