@@ -15,6 +15,18 @@ def test_threshold_separates_clean_distances():
     assert np.all((d <= t) == (same == 1))
 
 
+def test_threshold_is_the_most_accurate_cut_midway_to_the_next_distance():
+    """Distances 1..9, same-class flags 1 1 0 1 1 0 0 1 0 (5 same, 4 different). Calling the k nearest
+    "same" gets k=5 right 7 of 9 (4 same + 3 different); every other cut gets at most 6. The
+    threshold lies midway between the 5th and 6th distance. Weighting either kind of pair more
+    moves the cut: to 2 (different pairs counted more) or 8 (same pairs counted more)."""
+    d = np.arange(1.0, 10.0)
+    assert calibrate_threshold(d, np.array([1, 1, 0, 1, 1, 0, 0, 1, 0])) == 5.5
+    assert calibrate_threshold(np.array([1.0, 2.0, 4.0, 6.0]), np.array([1, 1, 0, 0])) == 3.0  # midway, not half the gap
+    assert calibrate_threshold(np.array([1.0, 2.0, 4.0]), np.array([1, 1, 0])) == 3.0  # the next distance is the last one
+    assert calibrate_threshold(np.array([1.0, 2.0, 4.0]), np.array([0, 1, 1])) == 4.0  # the cut past every pair: the farthest
+
+
 def test_knn_and_pairs_on_perfect_clusters():
     labels = torch.arange(4).repeat_interleave(30)
     centres = torch.eye(4) * 10
@@ -30,6 +42,7 @@ def test_fixed_pairs_are_fixed_and_balanced():
     a2, b2, s2 = fixed_pairs(labels)
     assert torch.equal(a1, a2) and torch.equal(b1, b2) and torch.equal(s1, s2)
     assert 0.45 < s1.mean() < 0.55
+    assert torch.equal(torch.unique(a1), torch.arange(200))  # any image can be an anchor, the first too
 
 
 def test_linear_probe_matches_a_reference_logistic_regression():
