@@ -36,6 +36,7 @@ class TrainConfig:
     label_smoothing: Optional[float] = None  # rotation: cross-entropy targets smoothed by this much
     turns: Optional[int] = None  # rotation: 4 = each image in all four turns (RotNet) | 1 = one random turn (the seed)
     pair_loss: Optional[str] = None  # siamese: supcon (every pair in the batch) | hadsell (sampled pairs, margin)
+    per_class: Optional[int] = None  # siamese: batches in runs of this many images of one class (0: drawn at random)
     schedule: Optional[str] = None  # cosine (warm-up, then cosine decay to 0) | constant (the seed's)
     seed: int = 0  # model init, split, shuffling and augmentation: same seed, same run on the CPU
     device: str = "auto"  # auto picks CUDA when present
@@ -106,6 +107,10 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got {getattr(cfg, name)!r}")
     if cfg.arch == "simple" and cfg.image_size % 4:
         raise ValueError(f"the simple encoder pools twice, so image_size must be a multiple of 4; got {cfg.image_size}")
+    if not isinstance(cfg.per_class, int) or isinstance(cfg.per_class, bool) or not 0 <= cfg.per_class <= cfg.batch_size:
+        raise ValueError(f"per_class must be a whole number from 0 to the batch size ({cfg.batch_size}); got {cfg.per_class!r}")
+    if cfg.per_class and cfg.task != "siamese":
+        raise ValueError("per_class groups a batch by class: only the siamese task learns from classes")
     if cfg.stem_stride != 1 and cfg.arch != "convnet":
         raise ValueError(f"stem_stride 2 is a convnet option; the {cfg.arch} encoder has its own stem")
 

@@ -27,6 +27,7 @@ from .evaluate import embed, evaluate, quick_probe
 from .losses import contrastive_loss, nt_xent_loss
 from .models import SSLModel
 from .resume import TrainState, check_matches, load_state, restore, rng_states, save_state, state_folder
+from .sampling import epoch_order
 from .schedule import Schedule, TimeBudget, evaluation_seconds
 from .speed import cpu_has_bf16, machine, reuse_freed_memory
 
@@ -78,8 +79,7 @@ class TrainResult:
     distributed: dict = field(default_factory=dict)  # distributed.describe() of a multi-process run
     state: Optional[Path] = None  # a stopped run's resumable state (the last finished epoch), if any
     frames: list = field(default_factory=list)  # frames.Frame: the held-out sample as training went
-    machine: dict = field(default_factory=dict)  # speed.machine(): device, CPU model, precision, threads
-    # (a resumed run adds "sessions": each stretch's machine and the first epoch it trained)
+    machine: dict = field(default_factory=dict)  # speed.machine(): device, CPU, precision, threads; "sessions" if resumed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -308,7 +308,7 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
         frame(epoch + 1)
         while step < plan.total:
             epoch += 1
-            order = torch.randperm(n, generator=gen).to(device)
+            order = epoch_order(n, gen, labels if cfg.task == "siamese" else None, cfg.per_class).to(device)
             if group is not None:
                 order = distributed.shard(order, group.rank, world)
             losses = []

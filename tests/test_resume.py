@@ -150,3 +150,19 @@ def test_minutes_are_validated() -> None:
         TrainConfig(minutes=0.01)
     with pytest.raises(SystemExit):
         cli(["train", "--task", "rotation", "--epochs", "2", "--minutes", "3", "--out", "x"])  # one or the other
+
+
+def test_a_state_saved_before_later_settings_existed_still_resumes(stopped: Path, tmp_path: Path) -> None:
+    # States written before image_size, stem_stride and per_class were settings (the photo rotation
+    # run's first sessions) hold none of them: they were saved with resume.BEFORE's values.
+    from ssl_core.resume import BEFORE
+
+    old = tmp_path / "old"
+    shutil.copytree(stopped, old)
+    meta = old / STATE_DIR / "state.json"
+    state = json.loads(meta.read_text())
+    for key in BEFORE:
+        del state["config"][key]
+    meta.write_text(json.dumps(state))
+    result = train(TrainConfig(**SMALL), resume=old)
+    assert not result.stopped and len(result.history) == 2
