@@ -1,6 +1,7 @@
 """Regenerates assets/examples/*.png: held-out digits from scikit-learn's bundled set (one also
-light-on-dark), two digits drawn here with PIL lines, and CIFAR-10 *test* images when the JPEG copy
-is given. Run: python assets/make_examples.py [/path/to/cifar10-jpeg]"""
+light-on-dark), two digits drawn here with PIL lines, photographs rendered here
+(`render_photos.py`), and CIFAR-10 and Tiny ImageNet *test* images when the JPEG copies are given.
+Run: python assets/make_examples.py [/path/to/cifar10-jpeg [/path/to/tiny-imagenet-jpeg]]"""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
+from render_photos import photograph
 from ssl_core.data import load_dataset, split
 from ssl_core.images import to_model_image, to_pil
 
@@ -56,7 +58,41 @@ def cifar_examples(root: Path) -> None:
         to_pil(torch.rot90(to_model_image(root / rel), k, (-2, -1)), scale=SCALE).save(OUT / f"{name}.png")
 
 
+# Photographs of our own making (file name, scene, seed, quarter-turns counter-clockwise, crop box
+# as shares of width and height or None): whole and cropped, turned as a phone held sideways would.
+RENDERED_EXAMPLES = [("rendered-meadow-turned-90", "meadow", 0, 1, None), ("rendered-street-upright", "street", 0, 0, None),
+                     ("rendered-seaside-turned-180", "seaside", 0, 2, None), ("rendered-mug-turned-270", "mug", 0, 3, None),
+                     ("rendered-street-cropped-turned-90", "street", 1, 1, (0.1, 0.15, 0.65, 0.95)),
+                     ("rendered-seaside-a", "seaside", 0, 0, None), ("rendered-seaside-b", "seaside", 1, 0, None)]
+
+
+def rendered_examples() -> None:
+    for name, scene, seed, k, box in RENDERED_EXAMPLES:
+        img = photograph(scene, seed)
+        if box:
+            img = img.crop((int(box[0] * img.width), int(box[1] * img.height), int(box[2] * img.width), int(box[3] * img.height)))
+        img.rotate(90 * k, expand=True).save(OUT / f"{name}.png")  # PIL turns counter-clockwise, as torch.rot90 here
+
+
+# Tiny ImageNet test photos (file name, test file, quarter-turns counter-clockwise), shown at their
+# 64 px enlarged 3x with nearest-neighbour, as the CIFAR-10 ones are.
+PHOTO_EXAMPLES = [("photo-school-bus-turned-90", "test/school bus/val_1097.jpg", 1),
+                  ("photo-monarch-upright", "test/monarch/{0}", 0), ("photo-king-penguin-turned-180", "test/king penguin/{0}", 2),
+                  ("photo-school-bus-a", "test/school bus/val_1182.jpg", 0), ("photo-school-bus-b", "test/school bus/val_1815.jpg", 0),
+                  ("photo-jellyfish-a", "test/jellyfish/{0}", 0)]
+
+
+def photo_examples(root: Path) -> None:
+    for name, rel, k in PHOTO_EXAMPLES:
+        if "{0}" in rel:  # the class's first test photo by name
+            rel = rel.format(sorted(p.name for p in (root / rel).parent.iterdir())[0])
+        to_pil(torch.rot90(to_model_image(root / rel, size=64), k, (-2, -1)), scale=3).save(OUT / f"{name}.png")
+
+
 if __name__ == "__main__":
     main()
+    rendered_examples()
     if len(sys.argv) > 1:
         cifar_examples(Path(sys.argv[1]))
+    if len(sys.argv) > 2:
+        photo_examples(Path(sys.argv[2]))

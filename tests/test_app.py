@@ -127,6 +127,17 @@ def test_list_models_names_the_six_shipped_models(client) -> None:
     assert client.predict(api_name="/list_models")[:6] == SHIPPED
 
 
+def test_examples_offer_only_models_on_offer(app_module) -> None:
+    """A photo model's example rows appear only once it ships: an example that picks a model the
+    app cannot load would fail when clicked."""
+    from ui.common import examples
+
+    rows = examples(("cifar10-cat-turned-90.png", "cifar10-rotation"), ("cifar10-cat-turned-90.png", "no-such-model"),
+                    ("no-such-file.png", "cifar10-rotation"))
+    assert [(Path(r[0]).name, r[1]) for r in rows] == [("cifar10-cat-turned-90.png", "cifar10-rotation")]
+    assert Path(rows[0][0]).is_file()
+
+
 def test_default_and_unknown_models(client, images) -> None:
     from gradio_client.exceptions import AppError
 

@@ -63,9 +63,11 @@ def picker(task: Optional[str], label: str) -> gr.Dropdown:
 
 
 def examples(*rows: tuple) -> list[list]:
-    """Example rows whose files exist: (file, ..., model name); files are names in assets/examples."""
+    """Example rows whose files exist and whose model is on offer: (file, ..., model name); files
+    are names in assets/examples. A photo model's examples appear once that model ships."""
+    offered = set(REGISTRY.names())
     return [[str(EXAMPLES / v) if v.endswith(".png") else v for v in row] for row in rows
-            if all((EXAMPLES / v).is_file() for v in row if v.endswith(".png"))]
+            if all((EXAMPLES / v).is_file() for v in row if v.endswith(".png")) and row[-1] in offered]
 
 
 def thumbs(label: str) -> gr.Gallery:

@@ -87,12 +87,18 @@ with gr.Blocks() as tab:
                 with gr.Column(min_width=160):  # a title above, not on, the picture: its colour bar is at its top
                     gr.Markdown("**Where it looks** (as given)")
                     looks = gr.Image(show_label=False, height=230, interactive=False, format="png", elem_id="rotation-looks", buttons=[])
-    gr.Examples(examples(("cifar10-cat-turned-90.png", "cifar10-rotation"), ("cifar10-ship-upright.png", "cifar10-rotation"),
+    gr.Examples(examples(("rendered-meadow-turned-90.png", "photos-rotation"), ("rendered-street-upright.png", "photos-rotation"),
+                         ("rendered-seaside-turned-180.png", "photos-rotation"), ("rendered-mug-turned-270.png", "photos-rotation"),
+                         ("rendered-street-cropped-turned-90.png", "photos-rotation"),
+                         ("photo-school-bus-turned-90.png", "photos-rotation"), ("photo-monarch-upright.png", "photos-rotation"),
+                         ("photo-king-penguin-turned-180.png", "photos-rotation"),
+                         ("cifar10-cat-turned-90.png", "cifar10-rotation"), ("cifar10-ship-upright.png", "cifar10-rotation"),
                          ("cifar10-horse-turned-180.png", "cifar10-rotation"), ("cifar10-airplane-turned-270.png", "cifar10-rotation"),
                          ("cifar10-truck-turned-90.png", "cifar10-rotation"), ("digit-7-turned-90.png", "digits-rotation"),
                          ("digit-5-light-on-dark-turned-180.png", "digits-rotation"), ("drawn-4-turned-90.png", "digits-rotation")),
-                inputs=[image, model], label="Examples: held-out CIFAR-10 photos and digits (the name says the true turn)")
-    gr.Markdown("**The model's guess for each of four further turns of your image** (what the model sees: 32×32 pixels)")
+                inputs=[image, model], label="Examples: photos rendered for this app (whole and cropped), held-out Tiny ImageNet and "
+                      "CIFAR-10 photos, digits (the name says the true turn)")
+    gr.Markdown("**The model's guess for each of four further turns of your image** (what the model sees: the picture at its input size, 32 px for CIFAR-10 and 64 px for photo models)")
     guesses = gr.Gallery(label="Guess per turn", show_label=False, elem_classes="ssl-thumbs", columns=4, rows=1, height=300,
                          object_fit="contain", allow_preview=False, format="png")
     gr.Markdown("**Where it looks for each turn**: red is what drove that turn's own guess most (the answer above is "

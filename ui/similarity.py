@@ -61,11 +61,14 @@ with gr.Blocks() as tab:
     with gr.Row():
         image_a = gr.Image(type="filepath", label="Image A", height=220, elem_id="pair-image-a")
         image_b = gr.Image(type="filepath", label="Image B", height=220, elem_id="pair-image-b")
-    gr.Examples(examples(("cifar10-cat-a.png", "cifar10-cat-b.png", "cifar10-siamese"),
+    gr.Examples(examples(("photo-school-bus-a.png", "photo-school-bus-b.png", "photos-siamese"),
+                         ("photo-school-bus-a.png", "photo-jellyfish-a.png", "photos-siamese"),
+                         ("rendered-seaside-a.png", "rendered-seaside-b.png", "photos-siamese"),
+                         ("cifar10-cat-a.png", "cifar10-cat-b.png", "cifar10-siamese"),
                          ("cifar10-cat-a.png", "cifar10-truck-a.png", "cifar10-siamese"),
                          ("digit-3-upright.png", "digit-3-another.png", "digits-siamese"),
                          ("digit-3-upright.png", "digit-8.png", "digits-siamese")),
-                inputs=[image_a, image_b, model], label="Example pairs (held-out test images)")
+                inputs=[image_a, image_b, model], label="Example pairs (held-out test images; two seaside photos rendered for this app)")
     compare_btn = gr.Button("Compare", variant="primary")
     with gr.Row():
         with gr.Column():
