@@ -3,7 +3,8 @@
 The tabs live in `ui/` (one module each: handlers, layout, their own wiring); this file renders
 them into one page, wires what crosses tabs (a finished run offered to the model pickers), names
 the API and launches. The models on offer are `ssl_core.registry`'s: every shipped checkpoint and
-every run finished here, picked per tab; the default is the shipped CIFAR-10 model of a task.
+every run finished here, picked per tab; the default is the shipped photo model of a task
+(CIFAR-10's until the photo models ship).
 """
 
 from __future__ import annotations
@@ -38,12 +39,21 @@ def list_models() -> list[str]:
     return REGISTRY.names()
 
 
+def answered_by() -> str:
+    """Which data the default models learned from, read off their cards: the Tiny ImageNet photo
+    models once they ship, the CIFAR-10 ones until then (registry.DEFAULT_FAMILIES)."""
+    sources = {REGISTRY.entry(None, task).card.get("dataset_source", "") for task in ("rotation", "siamese")}
+    if any("Tiny ImageNet" in s for s in sources):
+        return "Models trained on **photographs** (Tiny ImageNet, 202 kinds of things, 64 px) answer by default."
+    return "Models trained on **CIFAR-10** photos (32 px) answer by default."
+
+
 with gr.Blocks(title="SSL Playground", analytics_enabled=False) as demo:  # offline machines: no phoning home
-    gr.Markdown("# SSL Playground\nSelf-supervised learning on small images: **rotation prediction** (RotNet), a "
+    gr.Markdown("# SSL Playground\nSelf-supervised learning on images: **rotation prediction** (RotNet), a "
                 "**Siamese** encoder trained on same/different-class pairs (Hadsell et al. 2006; for photos every "
-                "pair in the batch at once, as SupCon does), and **SimCLR** (no labels). "
-                "Models trained on **CIFAR-10** photos answer by default; models trained on handwritten **digits** "
-                "are in each tab's model picker, next to any run you train in the *Train* tab.")
+                "pair in the batch at once, as SupCon does), and **SimCLR** (no labels). " + answered_by() +
+                " The other shipped models (CIFAR-10 thumbnails, handwritten **digits**) are in each tab's model "
+                "picker, next to any run you train in the *Train* tab.")
     with gr.Tabs():
         with gr.Tab("Rotation"):
             rotation.tab.render()

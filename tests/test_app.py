@@ -138,6 +138,12 @@ def test_examples_offer_only_models_on_offer(app_module) -> None:
     assert Path(rows[0][0]).is_file()
 
 
+def test_the_header_names_the_data_the_default_models_learned_from(app_module) -> None:
+    photos = app_module.REGISTRY.default_name("rotation").startswith("photos-")
+    said = app_module.answered_by()
+    assert ("Tiny ImageNet" in said) == photos and ("CIFAR-10" in said) == (not photos)
+
+
 def test_default_and_unknown_models(client, images) -> None:
     from gradio_client.exceptions import AppError
 
