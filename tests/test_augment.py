@@ -173,25 +173,27 @@ def test_simclr_grays_the_documented_share_and_jitters_only_when_asked():
 
 
 def test_colour_jitter_against_a_hand_computation():
-    """Brightness, then contrast about each image's mean luma, then saturation about each pixel's
-    luma, each by 1 + (2u - 1) * strength for the drawn u, computed here pixel by pixel."""
+    """Brightness, then contrast about each image's mean luma (over all its pixels: rows and
+    columns), then saturation about each pixel's luma, each by 1 + (2u - 1) * strength for the
+    drawn u, computed here pixel by pixel on 2x2 pictures whose rows and columns differ."""
     from ssl_core.augment import colour_jitter
 
-    x = torch.tensor([[[[0.2, 0.8]], [[0.4, 0.1]], [[0.6, 0.3]]],
-                      [[[0.9, 0.5]], [[0.3, 0.5]], [[0.1, 0.5]]]]).transpose(-2, -1)  # two images of 2x1 pixels
+    x = torch.tensor([[[[0.2, 0.8], [0.5, 0.1]], [[0.4, 0.1], [0.9, 0.3]], [[0.6, 0.3], [0.2, 0.7]]],
+                      [[[0.9, 0.5], [0.0, 0.4]], [[0.3, 0.5], [0.6, 0.1]], [[0.1, 0.5], [0.8, 0.2]]]])  # (2, 3, 2, 2)
     draws = iter([torch.tensor([1.0, 0.25]), torch.tensor([0.0, 0.75]), torch.tensor([0.5, 1.0])])
     s = 0.5
     got = colour_jitter(x, s, lambda b: next(draws))
     luma = lambda p: 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]  # noqa: E731
     u = [[1.0, 0.0, 0.5], [0.25, 0.75, 1.0]]
+    places = [(r, c) for r in range(2) for c in range(2)]
     for i in range(2):
         f = [1 + (2 * v - 1) * s for v in u[i]]
-        pixels = [[float(x[i, c, j, 0]) * f[0] for c in range(3)] for j in range(2)]
-        mean = sum(luma(p) for p in pixels) / 2
+        pixels = [[float(x[i, ch, r, c]) * f[0] for ch in range(3)] for r, c in places]
+        mean = sum(luma(p) for p in pixels) / len(pixels)
         pixels = [[(v - mean) * f[1] + mean for v in p] for p in pixels]
         pixels = [[(v - luma(p)) * f[2] + luma(p) for v in p] for p in pixels]
-        for j in range(2):
-            assert got[i, :, j, 0].tolist() == pytest.approx(pixels[j], abs=1e-6), (i, j)
+        for (r, c), want in zip(places, pixels):
+            assert got[i, :, r, c].tolist() == pytest.approx(want, abs=1e-6), (i, r, c)
 
 
 def test_luma_weights_and_shape():
