@@ -134,6 +134,22 @@ def digits_split(digits):
     return split(digits, 0.2, 0)
 
 
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def shipped_default(task: str) -> str:
+    """The model a task's answers come from by default: the photo model once it ships (its weights
+    are committed), CIFAR-10's until then (registry.DEFAULT_FAMILIES)."""
+    return f"photos-{task}" if (CHECKPOINTS / f"photos-{task}" / "model.safetensors").is_file() else f"cifar10-{task}"
+
+
+def shipped_names() -> list[str]:
+    """Every shipped model, in the registry's order: photo models (those shipped so far), CIFAR-10, digits."""
+    tasks = ("rotation", "siamese", "simclr")
+    return ([f"photos-{t}" for t in tasks if shipped_default(t).startswith("photos-")]
+            + [f"{family}-{t}" for family in ("cifar10", "digits") for t in tasks])
+
+
 @pytest.fixture(scope="session")
 def shipped_checkpoints() -> Path:
-    return Path(__file__).resolve().parent.parent / "checkpoints"
+    return CHECKPOINTS

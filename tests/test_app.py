@@ -20,12 +20,12 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from conftest import separation
+from conftest import separation, shipped_default, shipped_names
 from ssl_core.images import to_pil
 
 pytestmark = pytest.mark.slow
 ANGLES = ["0°", "90°", "180°", "270°"]
-SHIPPED = ["cifar10-rotation", "cifar10-siamese", "cifar10-simclr", "digits-rotation", "digits-siamese", "digits-simclr"]
+SHIPPED = shipped_names()
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -123,8 +123,8 @@ def test_every_endpoint_is_named_as_documented(client) -> None:
     assert all(p["parameter_has_default"] for p in model_params)  # model is optional everywhere
 
 
-def test_list_models_names_the_six_shipped_models(client) -> None:
-    assert client.predict(api_name="/list_models")[:6] == SHIPPED
+def test_list_models_names_every_shipped_model(client) -> None:
+    assert client.predict(api_name="/list_models")[:len(SHIPPED)] == SHIPPED
 
 
 def test_examples_offer_only_models_on_offer(app_module) -> None:
@@ -148,8 +148,8 @@ def test_default_and_unknown_models(client, images) -> None:
     from gradio_client.exceptions import AppError
 
     digit = _upload(images[(7, 0, 1)])
-    assert "Answered by `cifar10-rotation` (shipped)" in client.predict(digit, api_name="/predict_rotation")[3]
-    assert "Answered by `cifar10-rotation`" in client.predict(digit, "rotation", api_name="/predict_rotation")[3]
+    assert f"Answered by `{shipped_default('rotation')}` (shipped)" in client.predict(digit, api_name="/predict_rotation")[3]
+    assert f"Answered by `{shipped_default('rotation')}`" in client.predict(digit, "rotation", api_name="/predict_rotation")[3]
     with pytest.raises(AppError, match="Unknown model 'digits-rotatoin'; choose one of: cifar10-rotation"):
         client.predict(digit, "digits-rotatoin", api_name="/predict_rotation")
     with pytest.raises(AppError, match="cifar10-siamese is a siamese model; this needs a rotation model"):
@@ -357,8 +357,9 @@ def test_a_finished_run_is_offered_but_never_the_default(client, app_module) -> 
     from gradio_client import Client
 
     visitor = Client(client.src, verbose=False, download_files=False)
-    assert "Answered by `cifar10-siamese` (shipped)" in visitor.predict(_upload(img), _upload(img), api_name="/compare_pair")[1]
-    assert app_module.REGISTRY.get("siamese").name == "cifar10-siamese"
+    default = shipped_default("siamese")
+    assert f"Answered by `{default}` (shipped)" in visitor.predict(_upload(img), _upload(img), api_name="/compare_pair")[1]
+    assert app_module.REGISTRY.get("siamese").name == default
 
 
 def test_a_run_shows_its_learning_frames_live_and_by_name_after(client) -> None:
@@ -406,7 +407,7 @@ def test_invalid_training_settings_are_refused_with_a_message(client) -> None:
 
 
 def test_cifar10_embedding_map_with_images(client) -> None:
-    tsne, pca, text, mosaic = client.predict(api_name="/embedding_map")  # default: the shipped CIFAR-10 siamese model
+    tsne, pca, text, mosaic = client.predict("cifar10-siamese", api_name="/embedding_map")
     for fig in (tsne, pca):
         assert fig["type"] == "plotly" and '"scattergl"' in fig["plot"] and "random-init" in fig["plot"]
         assert "2,000 held-out CIFAR-10 images" in fig["plot"]

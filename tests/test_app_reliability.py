@@ -21,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import shipped_default
 from ssl_core.images import to_pil
 from tests.test_app import fresh_app
 from tests.test_checkpoints import _Payload
@@ -175,7 +176,7 @@ def test_poisoned_trained_model_falls_back_to_the_shipped_one_without_running_it
     result = client.predict(up(uploads["digit0"]), "rotation-digits-evil", api_name="/predict_rotation")
     assert result[0]["label"] in ANGLES
     note = result[3]
-    assert "Answered by `cifar10-rotation` (shipped)" in note
+    assert f"Answered by `{shipped_default('rotation')}` (shipped)" in note
     assert "rotation-digits-evil could not be loaded" in note and "pickle/zip file, not safetensors" in note
     assert not (runs / "PWNED").exists(), "the pickle was executed"
 

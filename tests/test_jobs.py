@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shipped_default, shipped_names
 from ssl_core import cost
 from ssl_core.jobs import MAX_LOSS_POINTS, TrainingJob
 from ssl_core.registry import ModelError, ModelRegistry
 from ssl_core.runs import prune_runs
 from ssl_core.train import TrainConfig
 
-SHIPPED = ["cifar10-rotation", "cifar10-siamese", "cifar10-simclr", "digits-rotation", "digits-siamese", "digits-simclr"]
+SHIPPED = shipped_names()
 
 
 @pytest.fixture
@@ -26,14 +27,14 @@ def registry(tmp_path: Path, shipped_checkpoints: Path) -> ModelRegistry:
     return ModelRegistry(shipped_checkpoints, tmp_path / "runs")
 
 
-def test_registry_offers_every_shipped_model_and_defaults_to_cifar10(registry: ModelRegistry, shipped_checkpoints: Path) -> None:
+def test_registry_offers_every_shipped_model_and_its_defaults(registry: ModelRegistry, shipped_checkpoints: Path) -> None:
     assert registry.names() == SHIPPED
     for task in ("rotation", "siamese", "simclr"):
         default = registry.get(task)
-        assert default.name == f"cifar10-{task}" and default.checkpoint.path == shipped_checkpoints / f"cifar10-{task}"
+        assert default.name == shipped_default(task) and default.checkpoint.path == shipped_checkpoints / shipped_default(task)
         assert default.card["task"] == task and default.note == "" and default.key == default.card["weights_sha256"]
         assert registry.load(task).name == default.name  # a bare task name means its default
-        assert registry.names(task) == [f"cifar10-{task}", f"digits-{task}"]
+        assert registry.names(task) == [n for n in SHIPPED if n.endswith(f"-{task}")]
     labels = dict((name, label) for label, name in registry.choices())
     assert "rotation on CIFAR-10" in labels["cifar10-rotation"] and "rotation accuracy" in labels["cifar10-rotation"]
     assert "siamese on digits" in labels["digits-siamese"] and "pair ROC-AUC" in labels["digits-siamese"]
@@ -49,12 +50,12 @@ def test_a_damaged_run_falls_back_to_the_default(tmp_path: Path, shipped_checkpo
     shutil.copytree(shipped_checkpoints / "digits-siamese", run)
     reg = ModelRegistry(shipped_checkpoints, tmp_path / "runs")
     assert reg.names()[-1] == "siamese-digits-x" and reg.load("siamese-digits-x").checkpoint.path == run
-    assert reg.get("siamese").name == "cifar10-siamese"  # a run never becomes the default
+    assert reg.get("siamese").name == shipped_default("siamese")  # a run never becomes the default
     weights = run / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     fallback = ModelRegistry(shipped_checkpoints, tmp_path / "runs").load("siamese-digits-x")
-    assert fallback.name == "cifar10-siamese"
-    assert "siamese-digits-x could not be loaded" in fallback.note and "using the shipped cifar10-siamese" in fallback.note
+    assert fallback.name == shipped_default("siamese")
+    assert "siamese-digits-x could not be loaded" in fallback.note and f"using the shipped {fallback.name}" in fallback.note
 
 
 def _wait_for(job: TrainingJob, condition, timeout: float = 60.0):  # noqa: ANN001, ANN202
