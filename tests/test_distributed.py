@@ -56,6 +56,11 @@ def _nt_xent_rank(rank: int, world: int, init_file: str, out: str) -> None:
     loss = nt_xent_loss(distributed.gather_with_grad(z1), distributed.gather_with_grad(z2), 0.5)
     loss.backward()
     torch.save({"loss": loss.detach(), "grad": encoder.weight.grad.clone()}, f"{out}.{rank}")
+    # Both ranks meet, and DDP's reducer (whose gloo work threads hold the group) goes, before the
+    # group does: a rank tearing the group down while the other's reducer still runs aborted one
+    # process in about one run of eight ("terminate called without an active exception").
+    del ddp
+    dist.barrier()
     dist.destroy_process_group()
 
 
