@@ -11,6 +11,8 @@ from typing import Callable
 import pytest
 import torch
 
+from ssl_core import TASKS
+
 # Tests never touch the network, and two cores are all CI has.
 os.environ.setdefault("SSL_DATA_DIR", "/nonexistent-ssl-data")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -145,9 +147,8 @@ def shipped_default(task: str) -> str:
 
 def shipped_names() -> list[str]:
     """Every shipped model, in the registry's order: photo models (those shipped so far), CIFAR-10, digits."""
-    tasks = ("rotation", "siamese", "simclr")
-    return ([f"photos-{t}" for t in tasks if shipped_default(t).startswith("photos-")]
-            + [f"{family}-{t}" for family in ("cifar10", "digits") for t in tasks])
+    return ([f"photos-{t}" for t in TASKS if shipped_default(t).startswith("photos-")]
+            + [f"{family}-{t}" for family in ("cifar10", "digits") for t in TASKS])
 
 
 @pytest.fixture(scope="session")

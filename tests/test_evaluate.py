@@ -45,13 +45,18 @@ def test_fixed_pairs_are_fixed_and_balanced():
     assert torch.equal(torch.unique(a1), torch.arange(200))  # any image can be an anchor, the first too
 
 
-def test_linear_probe_matches_a_reference_logistic_regression():
-    # Ten noisy Gaussian classes in 32-d, features on very different scales (standardisation matters).
+def _classes_on_many_scales(n: int, noise: float = 1.0, offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ten noisy Gaussian classes in 32-d, moved `offset` from zero, each feature on its own scale
+    from 1e-2 to 1e2 (standardisation matters)."""
     gen = torch.Generator().manual_seed(0)
     centres = torch.randn(10, 32, generator=gen) * 1.5
     scale = torch.logspace(-2, 2, 32)
-    y = torch.randint(0, 10, (3000,), generator=gen)
-    x = (centres[y] + torch.randn(3000, 32, generator=gen)) * scale
+    y = torch.randint(0, 10, (n,), generator=gen)
+    return (centres[y] + torch.randn(n, 32, generator=gen) * noise + offset) * scale, y
+
+
+def test_linear_probe_matches_a_reference_logistic_regression():
+    x, y = _classes_on_many_scales(3000)
     ours = linear_probe_accuracy(x[:2000], y[:2000], x[2000:], y[2000:])
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -74,11 +79,7 @@ def test_linear_probe_reaches_the_one_minimum_of_its_regularised_loss():
 
     from ssl_core.evaluate import PROBE_WEIGHT_DECAY, fit_linear_probe
 
-    gen = torch.Generator().manual_seed(0)
-    centres = torch.randn(10, 32, generator=gen) * 1.5
-    scale = torch.logspace(-2, 2, 32)
-    y = torch.randint(0, 10, (2000,), generator=gen)
-    x = (centres[y] + torch.randn(2000, 32, generator=gen) * 2 + 50) * scale
+    x, y = _classes_on_many_scales(2000, noise=2.0, offset=50.0)
     train_x, train_y, test_x = x[:1500], y[:1500], x[1500:]
     mean, std = train_x.mean(0), train_x.std(0)
     ref = LogisticRegression(C=1 / (2 * len(train_x) * PROBE_WEIGHT_DECAY), tol=1e-10, max_iter=10000)
