@@ -91,7 +91,8 @@ def train_command(args: argparse.Namespace) -> int:
         elif e.kind == "start":
             print(file=sys.stderr)
             print(e.message, file=sys.stderr)
-            bar = tqdm(total=e.total_steps, unit="step", file=sys.stderr, dynamic_ncols=True)
+            # A resumed run starts part-way: counting from its step keeps the rate and the time left true.
+            bar = tqdm(total=e.total_steps, initial=e.step, unit="step", file=sys.stderr, dynamic_ncols=True)
         elif e.kind == "step" and bar is not None:
             if bar.total != e.total_steps:  # a minutes budget re-fits its length as it goes
                 bar.total = e.total_steps

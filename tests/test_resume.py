@@ -5,6 +5,7 @@ minutes budget finishes its schedule inside the budget. Real digits training, se
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -112,6 +113,9 @@ def test_cli_resume_finishes_the_run_and_refuses_a_folder_without_state(tmp_path
     assert cli(args[:-6] + ["--seed", "4", "--device", "cpu", "--out", str(out), "--resume", str(out)]) == 1
     assert "seed (3 there, 4 here)" in capsys.readouterr().err
     assert cli(args + ["--resume", str(out)]) == 0
+    # The progress bar goes on from epoch 1's last step, so its rate and time left are true.
+    first = re.search(r"\| *(\d+)/(\d+) \[", capsys.readouterr().err)
+    assert first and 2 * int(first[1]) == int(first[2]) > 0
     assert (out / "card.json").is_file() and not (out / STATE_DIR).exists()
     card = json.loads((out / "card.json").read_text())
     assert [h["epoch"] for h in card["history"]] == [1, 2]
