@@ -141,10 +141,14 @@ def test_a_minutes_budget_finishes_its_schedule_in_time(tmp_path: Path) -> None:
     steps = [e for e in events if e.kind == "step"]
     assert result.seconds <= 15 + 5, result.seconds  # the budget, plus a margin for a busy shared machine
     assert result.seconds >= 0.7 * 15 and wall < 15 + 15  # it used its budget; loading is outside it
-    # The schedule ran to its (fitted) end, or to within 2% of it: the deadline is hard, and steps
-    # that slow down after the last fit (a busy shared machine) end it a few steps short (352 of
-    # 355 in one run of three here) -- where the cosine rate is already ~0, as checked next.
-    assert steps[-1].step >= 0.98 * steps[-1].total_steps, (steps[-1].step, steps[-1].total_steps)
+    # The schedule ran to its fitted end: the last epoch's report has the plan ending at the last
+    # step. Steps that slow after a fit may leave a sliver of an epoch past the deadline (3 of 355
+    # steps in one run of three here); the epoch-end fit then ends the run there rather than start
+    # an epoch for it, so the sliver is under a tenth of an epoch.
+    last = [e for e in events if e.kind == "epoch"][-1]
+    assert last.step == last.total_steps == steps[-1].step, (last.step, last.total_steps, steps[-1].step)
+    steps_per_epoch = max(e.step for e in steps if e.epoch == 1)
+    assert 0 <= steps[-1].total_steps - steps[-1].step < steps_per_epoch // 10, (steps[-1].total_steps, steps_per_epoch)
     assert result.history[-1]["lr"] < 0.02 * result.config.lr  # ...where the rate is ~0
     assert all(0 < e.fraction <= 1 and e.epochs >= e.epoch for e in steps)
     card = json.loads((path / "card.json").read_text())
