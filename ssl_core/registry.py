@@ -2,7 +2,8 @@
 
 Shipped checkpoints are named after their folders (`cifar10-rotation`, `digits-siamese`, ...);
 runs trained in the app after theirs (`siamese-digits-20261129-141500`). The default of a task is
-its shipped CIFAR-10 model. A finished run joins the list but never becomes anyone's default: on a
+its shipped photo model (Tiny ImageNet, 64 px), or its CIFAR-10 model where a checkout has no photo
+model yet (DEFAULT_FAMILIES). A finished run joins the list but never becomes anyone's default: on a
 public Space, one visitor's one-epoch run must not answer for everybody else. A visitor picks it.
 
 A checkpoint's identity is the SHA-256 of its weights (`LoadedModel.key`): every cache of
