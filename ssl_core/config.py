@@ -124,3 +124,20 @@ def model_for(cfg: TrainConfig) -> SSLModel:
     extra = {"feature_dim": 8 * width} if cfg.pooled and cfg.arch == "convnet" else {}
     return build_model(cfg.task, arch=cfg.arch, width=width, head=cfg.head, image_size=cfg.image_size,
                        stem_stride=cfg.stem_stride, unit_embedding=cfg.task == "siamese" and cfg.pair_loss == "supcon", **extra)
+
+
+# The Train form's image sizes. 64 px takes a strided first convolution, so a photo costs what a
+# 32-px one does: the encoder the photo models train with (docs/benchmarks.md, "image size").
+FORM_IMAGE_SIZES = (32, 64)
+
+
+def form_size_settings(dataset: str, image_size: object = None) -> dict:
+    """TrainConfig fields for the form's image size on `dataset` (digits, cifar10, folder, zip).
+    Digits are 8 px and CIFAR-10 32 px, so only photo folders have the pixels for more."""
+    size = int(image_size) if image_size not in (None, "") else FORM_IMAGE_SIZES[0]
+    if size not in FORM_IMAGE_SIZES:
+        raise ValueError(f"image size must be one of {', '.join(map(str, FORM_IMAGE_SIZES))} px; got {image_size!r}")
+    if size != FORM_IMAGE_SIZES[0] and dataset not in ("folder", "zip"):
+        raise ValueError(f"{size} px is for folders of photos: {dataset} images are smaller, so they would only be enlarged")
+    return {"image_size": size, "stem_stride": 2 if size >= 64 else None}
+

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from .config import TrainConfig
+from .config import TrainConfig, form_size_settings
 from .folders import image_files, split_folders
 from .schedule import SKIP_STEPS, evaluation_seconds
 
@@ -197,13 +197,14 @@ def cap_for_space(cfg: TrainConfig, cap: Optional[float]) -> str:
 
 
 def describe_run(task: str, dataset: str, epochs: object, minutes: object, batch_size: object = None,
-                 data_dir: Optional[str] = None) -> str:
+                 data_dir: Optional[str] = None, image_size: object = None) -> str:
     """One sentence for the Train tab, before a run starts: what the chosen length costs here, for
-    the chosen folder's images when it is on disk."""
+    the chosen folder's images when it is on disk, at the chosen image size."""
     try:
         cfg = TrainConfig(task=task, dataset="folder" if dataset == "zip" else dataset, epochs=None if minutes else epochs,
                           batch_size=int(batch_size) if batch_size else None, minutes=float(minutes) if minutes else None,
-                          data_dir=None if dataset == "zip" else (data_dir or "").strip() or None)
+                          data_dir=None if dataset == "zip" else (data_dir or "").strip() or None,
+                          **form_size_settings(dataset, image_size))
         guess = estimate(cfg)
     except (ValueError, TypeError) as exc:
         return f"({exc})"

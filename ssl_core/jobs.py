@@ -124,10 +124,11 @@ class TrainingJob:
 
     def start_from_form(self, task: str, dataset: str, epochs: object = None, batch_size: object = None,
                         lr: object = None, data_dir: Optional[str] = None, zip_file: Optional[str] = None,
-                        who: str = "someone", minutes: object = None, resume: Optional[str] = None) -> str:
+                        who: str = "someone", minutes: object = None, resume: Optional[str] = None,
+                        image_size: object = None) -> str:
         """The Train form's start button: refused while a run is active (naming it), else the form
         values become a config (a zip is extracted into runs_dir/uploads) and the run starts; with
-        `minutes` it trains for that budget instead of `epochs`. `resume` names a stopped run (its
+        `minutes` it trains for that budget instead of `epochs`, at `image_size` px. `resume` names a stopped run (its
         folder in runs_dir), continued with its own settings. On a public Space a run is capped at
         cost.space_max_minutes(). Returns the message for the user; problems start with "Not started:"."""
         snap = self.snapshot()
@@ -138,7 +139,8 @@ class TrainingJob:
                 cfg = self._stopped_config(resume)
                 note = ""
             else:
-                cfg = config_from_form(task, dataset, epochs, batch_size, lr, data_dir, zip_file, self.runs_dir, minutes)
+                cfg = config_from_form(task, dataset, epochs, batch_size, lr, data_dir, zip_file, self.runs_dir, minutes,
+                                       image_size)
                 note = cap_for_space(cfg, space_max_minutes())
         except (UserError, ValueError) as exc:
             return f"Not started: {exc}"

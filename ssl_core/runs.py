@@ -17,6 +17,7 @@ from typing import Iterable, Optional
 
 from .archive import resolve_data_folder, safe_extract_zip
 from .checkpoints import CARD, CheckpointError, make_card, read_card, save_checkpoint
+from .config import form_size_settings
 from .data import TINY_IMAGENET
 from .evaluate import PROTOCOL
 from .frames import FRAMES_FILE, to_json
@@ -79,11 +80,13 @@ def _whole(x: object) -> object:
 
 def config_from_form(task: str, dataset: str, epochs: object = None, batch_size: object = None, lr: object = None,
                      data_dir: Optional[str] = None, zip_file: Optional[str] = None,
-                     runs_dir: str | os.PathLike = ".", minutes: object = None) -> TrainConfig:
+                     runs_dir: str | os.PathLike = ".", minutes: object = None, image_size: object = None) -> TrainConfig:
     """A TrainConfig from the Train form: `dataset` is digits, cifar10 (data_dir: where it is or
     goes), folder (data_dir, confined by archive.resolve_data_folder) or zip (zip_file, extracted
-    safely into runs_dir/uploads); `minutes`, when given, replaces `epochs`. Raises a UserError
-    (or ValueError) with a message to show."""
+    safely into runs_dir/uploads); `minutes`, when given, replaces `epochs`; `image_size` is 32 or,
+    for photo folders, 64 (config.form_size_settings). Raises a UserError (or ValueError) with a
+    message to show."""
+    size = form_size_settings(dataset, image_size)  # before a zip is extracted for nothing
     folder: Optional[str] = None
     if dataset == "folder":
         folder = str(resolve_data_folder(data_dir or ""))
@@ -96,7 +99,7 @@ def config_from_form(task: str, dataset: str, epochs: object = None, batch_size:
         folder = data_dir or None
     budget = float(minutes) if minutes not in (None, "") else None
     return TrainConfig(task=task, dataset=dataset, data_dir=folder, epochs=None if budget else _whole(epochs),
-                       batch_size=_whole(batch_size), lr=float(lr) if lr else None, minutes=budget)
+                       batch_size=_whole(batch_size), lr=float(lr) if lr else None, minutes=budget, **size)
 
 
 # ----------------------------------------------------------------------------------- housekeeping

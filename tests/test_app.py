@@ -113,7 +113,8 @@ def test_every_endpoint_is_named_as_documented(client) -> None:
     assert params["/compare_pair"] == ["image_a", "image_b", "model"]
     assert params["/embedding_map"] == ["model"]
     assert params["/list_models"] == []
-    assert params["/start_training"][:3] == ["task", "dataset", "epochs"]
+    assert params["/start_training"] == ["task", "dataset", "epochs", "batch_size", "lr", "data_dir", "zip_file", "minutes",
+                                         "resume", "image_size"]
     assert params["/stop_training"] == [] and params["/training_status"] == []
     assert params["/learning_frames"] == ["model"]
     assert params["/explain_rotation"] == ["image", "model"]
@@ -136,6 +137,19 @@ def test_examples_offer_only_models_on_offer(app_module) -> None:
                     ("no-such-file.png", "cifar10-rotation"))
     assert [(Path(r[0]).name, r[1]) for r in rows] == [("cifar10-cat-turned-90.png", "cifar10-rotation")]
     assert Path(rows[0][0]).is_file()
+
+
+def test_the_image_size_is_offered_only_for_photo_folders(app_module) -> None:
+    """Shown for a folder or zip; hidden again, it goes back to 32 px, so a later digits run is not
+    refused for a size the visitor can no longer see."""
+    from ui.train import dataset_inputs, run_cost
+
+    for dataset in ("folder", "zip"):
+        assert dataset_inputs(dataset)[2]["visible"] is True and "value" not in dataset_inputs(dataset)[2]
+    for dataset in ("digits", "cifar10"):
+        assert dataset_inputs(dataset)[2] == {"__type__": "update", "visible": False, "value": 32}
+    # Between the two events a digits estimate may still see 64: it is priced at 32, not refused.
+    assert run_cost("rotation", "digits", "epochs", 1, None, None, None, 64).startswith("1 epoch: about ")
 
 
 def test_the_header_names_the_data_the_default_models_learned_from(app_module) -> None:
@@ -404,6 +418,8 @@ def test_invalid_training_settings_are_refused_with_a_message(client) -> None:
         client.predict("siamese", "digits", 2, 64, 5.0, api_name="/start_training")
     assert client.predict("siamese", "folder", 2, api_name="/start_training").startswith("Not started: Type the path")
     assert client.predict("siamese", "zip", 2, api_name="/start_training").startswith("Not started: Upload a .zip")
+    assert client.predict("siamese", "digits", 2, image_size=64, api_name="/start_training").startswith(
+        "Not started: 64 px is for folders of photos")
 
 
 def test_cifar10_embedding_map_with_images(client) -> None:

@@ -53,6 +53,14 @@ def test_the_train_tab_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert text.startswith("2 min: about ") and "epochs fit on this machine, evaluation included" in text
     assert cost.describe_run("rotation", "zip", None, 2).count("per 10,000 images") == 1
     assert cost.describe_run("rotation", "digits", None, -1).startswith("(")  # a bad form value: said, not raised
+    # 64 px is priced as the run would train: its own step, through the strided first layer.
+    with monkeypatch.context() as m:
+        priced = []
+        m.setattr(cost, "seconds_per_step", lambda cfg: priced.append((cfg.image_size, cfg.stem_stride)) or 0.01)
+        assert cost.describe_run("rotation", "zip", None, 2, None, None, 64).startswith("2 min: about ")
+    assert priced == [(64, 2)]
+    assert cost.describe_run("rotation", "digits", None, 2, None, None, 64) == (
+        "(64 px is for folders of photos: digits images are smaller, so they would only be enlarged)")
     # A budget the evaluation alone would fill: said so, with what to do, rather than "about 0.0 epochs".
     with monkeypatch.context() as m:
         m.setattr(cost, "seconds_per_step", lambda cfg: 30.0)  # a very slow or very busy machine

@@ -152,24 +152,54 @@ def test_data_progress_updates_one_log_line(registry: ModelRegistry) -> None:
 
 
 def test_start_from_form_refuses_while_training_and_extracts_zips(registry: ModelRegistry, tmp_path: Path) -> None:
-    from PIL import Image
-
     job = TrainingJob(registry)
     assert job.start_from_form("siamese", "zip", 1) == "Not started: Upload a .zip of images first (one sub-folder per class gives labels)."
     assert job.start_from_form("siamese", "digits", 2.5).startswith("Not started: epochs must be a whole number")
-    photos = tmp_path / "photos.zip"
-    with zipfile.ZipFile(photos, "w") as zf:
-        for c, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
-            for i in range(6):
-                img = tmp_path / f"{c}{i}.png"
-                Image.new("RGB", (36, 36), tuple(min(255, v + 9 * i) for v in colour)).save(img)
-                zf.write(img, f"photos/{c}/{i}.png")
+    photos = _photo_zip(tmp_path)
     assert job.start_from_form("rotation", "zip", 500, zip_file=str(photos), who="tab A").startswith("Started rotation on folder:photos")
     assert list((registry.runs_dir / "uploads").glob("zip-*/photos/red/0.png"))
     refusal = job.start_from_form("siamese", "digits", 1, who="tab B")
     assert refusal.startswith("Not started: rotation on folder:photos (") and "started by tab A" in refusal
     job.stop()
     assert job.wait(30)
+
+
+def _photo_zip(tmp_path: Path, size: tuple[int, int] = (36, 36), per_class: int = 6) -> Path:
+    """A zip of two classes of flat-coloured pictures (red, blue), `per_class` each."""
+    from PIL import Image
+
+    path = tmp_path / "photos.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for c, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+            for i in range(per_class):
+                img = tmp_path / f"{c}{i}.png"
+                Image.new("RGB", size, tuple(min(255, v + 9 * i) for v in colour)).save(img)
+                zf.write(img, f"photos/{c}/{i}.png")
+    return path
+
+
+def test_the_form_trains_photos_at_64_px_and_refuses_it_elsewhere(registry: ModelRegistry, tmp_path: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    from ssl_core.inference import predict_rotation
+
+    job = TrainingJob(registry)
+    # Digits are 8 px and CIFAR-10 32 px: a larger size would only enlarge them, and is said so.
+    assert job.start_from_form("rotation", "digits", 1, image_size=64) == (
+        "Not started: 64 px is for folders of photos: digits images are smaller, so they would only be enlarged")
+    assert job.start_from_form("rotation", "zip", 1, image_size=48).startswith("Not started: image size must be one of 32, 64 px")
+    photos = _photo_zip(tmp_path, size=(96, 80))
+    assert job.start_from_form("rotation", "zip", 1, zip_file=str(photos), image_size=64).startswith("Started rotation")
+    assert job.wait(120)
+    s = job.snapshot()
+    assert s.status == "finished", s.log
+    card = json.loads((Path(s.checkpoint) / "card.json").read_text())
+    # The photo models' encoder: 64 px through a strided first layer; the card keeps both.
+    assert card["config"]["image_size"] == card["model_args"]["image_size"] == 64 and card["model_args"]["stem_stride"] == 2
+    picture = Image.new("RGB", (200, 120), (90, 160, 230))
+    ImageDraw.Draw(picture).rectangle((0, 80, 200, 120), fill=(60, 120, 40))
+    answer = predict_rotation(registry.load(s.model).checkpoint, picture)
+    assert answer.model_input.shape == (3, 64, 64) and abs(sum(answer.probabilities.values()) - 1) < 1e-5
 
 
 def _fake_run(runs: Path, shipped: Path, name: str, age_s: float, data_dir: str | None = None) -> Path:

@@ -15,20 +15,26 @@ from ssl_core.recipes import recipe_for
 
 from .common import JOB, REGISTRY, frame_outputs, frame_player, frame_view_components
 
+PHOTO_FOLDERS = ("folder", "zip")  # a user's own photos: the only data with pixels for more than 32 px
+IMAGE_SIZE_CHOICES = [("32 px (fast; CIFAR-10's size)", 32),
+                      ("64 px (the photo models' size; a strided first layer keeps the cost of 32 px)", 64)]
 DATASET_CHOICES = [("digits (built in, offline)", "digits"), ("CIFAR-10 (downloads 170 MB once)", "cifar10"),
                    ("a folder on this server", "folder"), ("a .zip of your images", "zip")]
 
 
 def start_training(task: str, dataset: str, epochs: Optional[float], batch_size: Optional[float] = None,
                    lr: Optional[float] = None, data_dir: Optional[str] = None, zip_file: Optional[str] = None,
-                   minutes: Optional[float] = None, resume: Optional[str] = None, request: gr.Request = None) -> str:
+                   minutes: Optional[float] = None, resume: Optional[str] = None, image_size: Optional[float] = None,
+                   request: gr.Request = None) -> str:
     """Start training `task` on `dataset` (digits, cifar10, folder with data_dir, or zip with zip_file)
     in the background, for `epochs`, or for `minutes` of wall clock when given (capped on a public
-    Space). `resume` names a stopped run (training_status()["resumable"]) to continue with its own
-    settings. Refused, with a message naming the running job, while another run is active."""
+    Space), at `image_size` px: 32 (the default) or, for a folder or zip of photos, 64. `resume`
+    names a stopped run (training_status()["resumable"]) to continue with its own settings. Refused,
+    with a message naming the running job, while another run is active."""
     session = getattr(request, "session_hash", None)
     return JOB.start_from_form(task, dataset, epochs, batch_size, lr, data_dir, zip_file,
-                               who=f"session {session[:6]}" if session else "an API client", minutes=minutes, resume=resume)
+                               who=f"session {session[:6]}" if session else "an API client", minutes=minutes, resume=resume,
+                               image_size=image_size)
 
 
 def minutes_to_send(train_for: str, minutes: Optional[float]) -> Optional[float]:
@@ -37,10 +43,11 @@ def minutes_to_send(train_for: str, minutes: Optional[float]) -> Optional[float]
 
 
 def run_cost(task: str, dataset: str, train_for: str, epochs: Optional[float], minutes: Optional[float],
-             batch_size: Optional[float], data_dir: Optional[str]) -> str:
-    """What the chosen run will cost on this machine (steps timed once per task and encoder), for
-    the chosen folder's images once it names one on disk."""
-    return describe_run(task, dataset, epochs, minutes if train_for == "minutes" else None, batch_size, data_dir)
+             batch_size: Optional[float], data_dir: Optional[str], image_size: Optional[float] = None) -> str:
+    """What the chosen run will cost on this machine (steps timed once per task, encoder and image
+    size), for the chosen folder's images once it names one on disk."""
+    return describe_run(task, dataset, epochs, minutes if train_for == "minutes" else None, batch_size, data_dir,
+                        image_size if dataset in PHOTO_FOLDERS else None)
 
 
 def stop_training() -> str:
@@ -154,8 +161,11 @@ def length_default(dataset: str) -> str:
     return "epochs" if dataset == "digits" else "minutes"
 
 
-def dataset_inputs(dataset: str) -> tuple[Any, Any]:
-    return gr.update(visible=dataset in ("folder", "cifar10")), gr.update(visible=dataset == "zip")
+def dataset_inputs(dataset: str) -> tuple[Any, Any, Any]:
+    """The folder box, the zip upload and the image size: each shown only where it applies."""
+    photos = dataset in PHOTO_FOLDERS  # hidden, it goes back to 32 px: digits and CIFAR-10 have no more pixels
+    return (gr.update(visible=dataset in ("folder", "cifar10")), gr.update(visible=dataset == "zip"),
+            gr.update(visible=True) if photos else gr.update(visible=False, value=IMAGE_SIZE_CHOICES[0][1]))
 
 
 with gr.Blocks() as tab:
@@ -166,6 +176,8 @@ with gr.Blocks() as tab:
             data_dir = gr.Textbox(label="Folder (CIFAR-10: where to keep it; folder: one sub-folder per class)",
                                   visible=False, placeholder="/path/to/images")
             zip_file = gr.File(label=".zip of images (sub-folders = classes)", file_types=[".zip"], type="filepath", visible=False)
+            image_size = gr.Radio(IMAGE_SIZE_CHOICES, value=32, label="Image size (every photo is resized to a square of this side)",
+                                  visible=False)
             defaults = form_defaults("siamese", "digits")
             with gr.Row():
                 train_for = gr.Radio([("minutes", "minutes"), ("epochs", "epochs")], value="epochs", label="Train for")
@@ -208,16 +220,16 @@ with gr.Blocks() as tab:
 
     for trigger in (task.change, dataset.change):
         trigger(form_defaults, [task, dataset], [epochs, batch_size, lr], api_visibility="private")
-    dataset.change(dataset_inputs, dataset, [data_dir, zip_file], api_visibility="private")
+    dataset.change(dataset_inputs, dataset, [data_dir, zip_file, image_size], api_visibility="private")
     dataset.change(length_default, dataset, train_for, api_visibility="private")
-    cost_inputs = [task, dataset, train_for, epochs, minutes, batch_size, data_dir]
+    cost_inputs = [task, dataset, train_for, epochs, minutes, batch_size, data_dir, image_size]
     for trigger in (task.change, dataset.change, train_for.change, epochs.change, minutes.change, batch_size.change,
-                    data_dir.change):
+                    data_dir.change, image_size.change):
         trigger(run_cost, cost_inputs, cost, api_visibility="private")
     for trigger in (train_for.change, minutes.change):
         trigger(minutes_to_send, [train_for, minutes], minutes_sent, api_visibility="private")
-    start_btn.click(start_training, [task, dataset, epochs, batch_size, lr, data_dir, zip_file, minutes_sent, resume],
-                    start_msg, api_name="start_training")
+    start_btn.click(start_training, [task, dataset, epochs, batch_size, lr, data_dir, zip_file, minutes_sent, resume,
+                                     image_size], start_msg, api_name="start_training")
     stop_btn.click(stop_training, None, start_msg, api_name="stop_training")
     gr.api(training_status, api_name="training_status", queue=False)
     frame_views = [frame_text, frame_map, frame_panel, frame_picture]
