@@ -61,7 +61,7 @@ def cuts(img: Image.Image, aspects: tuple[float, ...] = ASPECTS) -> list[Image.I
 def tiny_test_photos(root: str, n: int, size: int) -> list[Image.Image]:
     from ssl_core.data import load_dataset
 
-    data = load_dataset("folder", root, image_size=size)
+    data = load_dataset("folder", root, image_size=size, max_images=None)
     test = data.images[data.test_mask]
     picks = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:n]
     return [to_pil(test[i]) for i in picks]
