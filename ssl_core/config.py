@@ -129,6 +129,7 @@ def model_for(cfg: TrainConfig) -> SSLModel:
 # The Train form's image sizes. 64 px takes a strided first convolution, so a photo costs what a
 # 32-px one does: the encoder the photo models train with (docs/benchmarks.md, "image size").
 FORM_IMAGE_SIZES = (32, 64)
+PHOTO_FORM_DATASETS = ("folder", "zip")  # a user's own photos: the only data with pixels for more than 32 px
 
 
 def form_size_settings(dataset: str, image_size: object = None) -> dict:
@@ -137,7 +138,6 @@ def form_size_settings(dataset: str, image_size: object = None) -> dict:
     size = int(image_size) if image_size not in (None, "") else FORM_IMAGE_SIZES[0]
     if size not in FORM_IMAGE_SIZES:
         raise ValueError(f"image size must be one of {', '.join(map(str, FORM_IMAGE_SIZES))} px; got {image_size!r}")
-    if size != FORM_IMAGE_SIZES[0] and dataset not in ("folder", "zip"):
+    if size != FORM_IMAGE_SIZES[0] and dataset not in PHOTO_FORM_DATASETS:
         raise ValueError(f"{size} px is for folders of photos: {dataset} images are smaller, so they would only be enlarged")
     return {"image_size": size, "stem_stride": 2 if size >= 64 else None}
-

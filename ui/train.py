@@ -8,6 +8,7 @@ from typing import Any, Optional
 import gradio as gr
 
 from ssl_core import TASK_TITLES, TASKS, dataset_title, plots
+from ssl_core.config import FORM_IMAGE_SIZES, PHOTO_FORM_DATASETS
 from ssl_core.cost import describe_run
 from ssl_core.evaluate import METRICS, format_metric
 from ssl_core.jobs import JobSnapshot, format_seconds
@@ -15,9 +16,8 @@ from ssl_core.recipes import recipe_for
 
 from .common import JOB, REGISTRY, frame_outputs, frame_player, frame_view_components
 
-PHOTO_FOLDERS = ("folder", "zip")  # a user's own photos: the only data with pixels for more than 32 px
-IMAGE_SIZE_CHOICES = [("32 px (fast; CIFAR-10's size)", 32),
-                      ("64 px (the photo models' size; a strided first layer keeps the cost of 32 px)", 64)]
+IMAGE_SIZE_CHOICES = list(zip(("32 px (fast; CIFAR-10's size)",
+                               "64 px (the photo models' size; a strided first layer keeps the cost of 32 px)"), FORM_IMAGE_SIZES))
 DATASET_CHOICES = [("digits (built in, offline)", "digits"), ("CIFAR-10 (downloads 170 MB once)", "cifar10"),
                    ("a folder on this server", "folder"), ("a .zip of your images", "zip")]
 
@@ -47,7 +47,7 @@ def run_cost(task: str, dataset: str, train_for: str, epochs: Optional[float], m
     """What the chosen run will cost on this machine (steps timed once per task, encoder and image
     size), for the chosen folder's images once it names one on disk."""
     return describe_run(task, dataset, epochs, minutes if train_for == "minutes" else None, batch_size, data_dir,
-                        image_size if dataset in PHOTO_FOLDERS else None)
+                        image_size if dataset in PHOTO_FORM_DATASETS else None)
 
 
 def stop_training() -> str:
@@ -163,7 +163,7 @@ def length_default(dataset: str) -> str:
 
 def dataset_inputs(dataset: str) -> tuple[Any, Any, Any]:
     """The folder box, the zip upload and the image size: each shown only where it applies."""
-    photos = dataset in PHOTO_FOLDERS  # hidden, it goes back to 32 px: digits and CIFAR-10 have no more pixels
+    photos = dataset in PHOTO_FORM_DATASETS  # hidden, it goes back to 32 px: digits and CIFAR-10 have no more pixels
     return (gr.update(visible=dataset in ("folder", "cifar10")), gr.update(visible=dataset == "zip"),
             gr.update(visible=True) if photos else gr.update(visible=False, value=IMAGE_SIZE_CHOICES[0][1]))
 
@@ -176,8 +176,8 @@ with gr.Blocks() as tab:
             data_dir = gr.Textbox(label="Folder (CIFAR-10: where to keep it; folder: one sub-folder per class)",
                                   visible=False, placeholder="/path/to/images")
             zip_file = gr.File(label=".zip of images (sub-folders = classes)", file_types=[".zip"], type="filepath", visible=False)
-            image_size = gr.Radio(IMAGE_SIZE_CHOICES, value=32, label="Image size (every photo is resized to a square of this side)",
-                                  visible=False)
+            image_size = gr.Radio(IMAGE_SIZE_CHOICES, value=FORM_IMAGE_SIZES[0], visible=False,
+                                  label="Image size (every photo is resized to a square of this side)")
             defaults = form_defaults("siamese", "digits")
             with gr.Row():
                 train_for = gr.Radio([("minutes", "minutes"), ("epochs", "epochs")], value="epochs", label="Train for")
