@@ -213,3 +213,20 @@ def restore(state: TrainState, model: torch.nn.Module, optimizer: torch.optim.Op
                           "start afresh without --resume.") from exc
     if reseed is not None:
         rngs["augment"].manual_seed(reseed)
+
+
+def machine_record(machines: list[dict], history: list[dict]) -> dict:
+    """The card's `machine`: where the run finished, plus every stretch when it was resumed."""
+    record = {k: v for k, v in machines[-1].items() if k != "from_epoch"}
+    if len(machines) > 1 or machines[0]["from_epoch"] > 1:
+        record["sessions"] = stretch_minutes(machines, history)
+    return record
+
+
+def stretch_minutes(machines: list[dict], history: list[dict]) -> list[dict]:
+    """Each stretch of a resumed run with the training minutes it spent (from the epochs' clocks),
+    so a card says how long each CPU trained, not only from which epoch."""
+    clock = {h["epoch"]: h["elapsed"] for h in history}
+    ends = [m["from_epoch"] - 1 for m in machines[1:]] + [max(clock, default=0)]
+    return [dict(m, minutes=round((clock.get(end, 0.0) - clock.get(m["from_epoch"] - 1, 0.0)) / 60, 1))
+            for m, end in zip(machines, ends)]

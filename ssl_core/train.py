@@ -26,7 +26,8 @@ from .config import TrainConfig, model_for
 from .evaluate import embed, evaluate, quick_probe
 from .losses import contrastive_loss, nt_xent_loss
 from .models import SSLModel
-from .resume import TrainState, check_matches, load_state, restore, rng_states, save_state, state_folder
+from .resume import (TrainState, check_matches, load_state, machine_record, restore, rng_states, save_state,
+                     state_folder)
 from .sampling import epoch_order
 from .schedule import Schedule, TimeBudget, evaluation_seconds
 from .speed import cpu_has_bf16, machine, reuse_freed_memory
@@ -355,15 +356,7 @@ def train(cfg: TrainConfig, on_event: Optional[EventFn] = None, stop_event: Opti
     seconds = since()
     emit(Event("done", epoch, epoch, step, step, seconds, metrics=metrics, message="finished"))
     return TrainResult(model, cfg, metrics, history, data, seconds, is_main=main, distributed=info,
-                       frames=recorder.frames if recorder else [], machine=_machine_record(machines))
-
-
-def _machine_record(machines: list[dict]) -> dict:
-    """The card's `machine`: where the run finished, plus every stretch when it was resumed."""
-    record = {k: v for k, v in machines[-1].items() if k != "from_epoch"}
-    if len(machines) > 1 or machines[0]["from_epoch"] > 1:
-        record["sessions"] = machines
-    return record
+                       frames=recorder.frames if recorder else [], machine=machine_record(machines, history))
 
 
 def _evaluation_estimate(model: SSLModel, parts: Split) -> float:

@@ -50,7 +50,9 @@ def test_shipped_photo_cards_meet_their_floors(task: str) -> None:
         assert m[key] >= floor, (key, m[key], floor)
     # Within its budget, every stretch's machine named, and its learning frames shipped.
     assert 0 < card["config"]["minutes"] <= MAX_MINUTES[task] and card["seconds"] <= MAX_MINUTES[task] * 60
-    assert card["machine"]["cpu"] and all(s["cpu"] and s["from_epoch"] >= 1 for s in card["machine"].get("sessions", []))
+    stretches = card["machine"].get("sessions", [])
+    assert card["machine"]["cpu"] and all(s["cpu"] and s["from_epoch"] >= 1 and s["minutes"] > 0 for s in stretches)
+    assert sum(s["minutes"] for s in stretches) <= MAX_MINUTES[task]
     shots = frames.load(folder)
     assert shots[0].epoch == 0 and math.ceil(shots[-1].epoch) == card["config"]["epochs"]
     assert not (folder / "resume").exists()  # a finished run keeps no resumable state

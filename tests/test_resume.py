@@ -75,6 +75,9 @@ def test_a_stopped_run_resumed_ends_as_an_uninterrupted_one(uninterrupted, stopp
     # The card says where each stretch ran: a run carried across sessions may change CPU.
     sessions = card["machine"]["sessions"]
     assert [s["from_epoch"] for s in sessions] == [1, 2] and all(s["cpu"] == card["machine"]["cpu"] for s in sessions)
+    # ...and how long each trained: the stopped stretch its epoch, the resumed one the rest.
+    clock = [h["elapsed"] / 60 for h in card["history"]]
+    assert [s["minutes"] for s in sessions] == [round(clock[0], 1), round(clock[1] - clock[0], 1)]
     assert "sessions" not in uninterrupted.machine and uninterrupted.machine["precision"] in ("fp32", "bf16")
 
 
