@@ -41,11 +41,17 @@ def list_models() -> list[str]:
 
 def answered_by() -> str:
     """Which data the default models learned from, read off their cards: the Tiny ImageNet photo
-    models once they ship, the CIFAR-10 ones until then (registry.DEFAULT_FAMILIES)."""
-    sources = {REGISTRY.entry(None, task).card.get("dataset_source", "") for task in ("rotation", "siamese")}
-    if any("Tiny ImageNet" in s for s in sources):
-        return "Models trained on **photographs** (Tiny ImageNet, 202 kinds of things, 64 px) answer by default."
-    return "Models trained on **CIFAR-10** photos (32 px) answer by default."
+    models once they ship, the CIFAR-10 ones until then (registry.DEFAULT_FAMILIES), per tab while
+    only some photo models have shipped."""
+    photos_text = "photographs** (Tiny ImageNet, 202 kinds of things, 64 px)"
+    cifar_text = "CIFAR-10** photos (32 px)"
+    tabs = {"Rotation": "rotation", "Similarity": "siamese"}
+    photo = {tab: "Tiny ImageNet" in REGISTRY.entry(None, task).card.get("dataset_source", "") for tab, task in tabs.items()}
+    if all(photo.values()) or not any(photo.values()):
+        return f"Models trained on **{photos_text if any(photo.values()) else cifar_text} answer by default."
+    first, second = sorted(tabs, key=lambda tab: not photo[tab])
+    return (f"By default *{first}* is answered by a model trained on **{photos_text}, *{second}* by one "
+            f"trained on **{cifar_text}.")
 
 
 with gr.Blocks(title="SSL Playground", analytics_enabled=False) as demo:  # offline machines: no phoning home

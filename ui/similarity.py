@@ -7,7 +7,7 @@ from typing import Optional
 
 import gradio as gr
 
-from ssl_core import explain, inference, maps
+from ssl_core import dataset_title, explain, inference, maps
 from ssl_core.errors import UserError
 from ssl_core.evaluate import EVAL_PAIRS, format_metric
 
@@ -32,7 +32,7 @@ def compare_pair(image_a: Optional[str], image_b: Optional[str], model: Optional
         word = "the **same class**" if r.same else "**different classes**"
         verdict = (f"Distance **{r.distance:.3f}** {'≤' if r.same else '>'} threshold {r.threshold:.3f}: probably {word}.\n\n"
                    f"What the threshold means: pairs closer than {r.threshold:.2f} are called same-class. It was chosen on "
-                   f"training pairs; on {EVAL_PAIRS:,} held-out {m.card['dataset']} pairs (test split) it gave "
+                   f"training pairs; on {EVAL_PAIRS:,} held-out {dataset_title(m.card['dataset'])} pairs (test split) it gave "
                    f"{format_metric('pair_accuracy', metrics.get('pair_accuracy', float('nan')))} accuracy "
                    f"(ROC-AUC {format_metric('pair_auc', metrics.get('pair_auc', float('nan')))}).")
     verdict += f"\n\n{m.describe()}"
