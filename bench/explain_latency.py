@@ -23,6 +23,10 @@ from ssl_core import explain  # noqa: E402
 from ssl_core.registry import ModelRegistry  # noqa: E402
 
 EXAMPLES = ROOT / "assets" / "examples"
+# Per data set, what its tabs' examples offer: (a picture to turn, a pair to compare).
+PICTURES = {"digits": ("digit-7-turned-90.png", "digit-3-upright.png", "digit-3-another.png"),
+            "cifar10": ("cifar10-cat-turned-90.png", "cifar10-cat-a.png", "cifar10-cat-b.png"),
+            "tiny-imagenet": ("rendered-meadow-turned-90.png", "photo-school-bus-a.png", "photo-school-bus-b.png")}
 
 
 def calls(registry: ModelRegistry) -> dict:
@@ -32,9 +36,7 @@ def calls(registry: ModelRegistry) -> dict:
         if not entry.shipped:
             continue
         model = registry.load(entry.name)
-        digits = entry.card["dataset"] == "digits"
-        photo = EXAMPLES / ("digit-7-turned-90.png" if digits else "cifar10-cat-turned-90.png")
-        a, b = (EXAMPLES / f for f in (("digit-3-upright.png", "digit-3-another.png") if digits else ("cifar10-cat-a.png", "cifar10-cat-b.png")))
+        photo, a, b = (EXAMPLES / f for f in PICTURES.get(entry.card["dataset"], PICTURES["cifar10"]))
         if entry.card["task"] == "rotation":
             out[(entry.name, "explain_rotation")] = lambda m=model, p=photo: explain.explain_rotation(m, p)
         out[(entry.name, "explain_pair")] = lambda m=model, a=a, b=b: explain.explain_pair(m, a, b)
