@@ -50,7 +50,7 @@ def answered_by() -> str:
     if all(photo.values()) or not any(photo.values()):
         return f"Models trained on **{photos_text if any(photo.values()) else cifar_text} answer by default."
     first, second = sorted(tabs, key=lambda tab: not photo[tab])
-    return (f"By default *{first}* is answered by a model trained on **{photos_text}, *{second}* by one "
+    return (f"By default *{first}* answers with a model trained on **{photos_text}, *{second}* with one "
             f"trained on **{cifar_text}.")
 
 

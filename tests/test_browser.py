@@ -4,8 +4,9 @@ Runs `python app.py` as a user would (its own process, temporary runs and map-ca
 then: a photo uploaded on Rotation gets the CIFAR-10 model's answer and, for an upload, an example
 and a drawing, a map of where the model looks (screenshots of two pictures' maps differ), the picker
 switches to the digits model, a drawing is answered, uploads and an example pair get a map per
-picture on Similarity, an example pair is compared, the CIFAR-10 map shows its
-images and a click on one shows it with its neighbours, and a short digits training draws its
+picture on Similarity, an example pair is compared, the default encoder's map (the photo Siamese
+model's once shipped) shows its images, a click on one shows it with its neighbours and a rendered
+photo is placed among them, and a short digits training draws its
 curve and learning frames whose map moves, ends with held-out metrics and is offered to the pickers;
 a CIFAR-10 rotation run (a slice of the shared JPEG copy) shows its turn table and a map that moves.
 Screenshots go to test-artifacts/.
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shipped_default
 from ssl_core import TASK_TITLES
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -198,7 +200,9 @@ def test_explain_similarity_maps_uploads_and_an_example_pair(page) -> None:
     assert uploads["a"].read_bytes() != uploads["b"].read_bytes()
     _shot(page, "03b-similarity-maps-upload")
     before = {side: _src(page, f"pair-map-{side}") for side in "ab"}
-    page.locator("tbody tr:visible").nth(2).click()  # two held-out 3s, by the digits model
+    # Two held-out 3s, by the digits model (found by the model they name: photo pairs come first
+    # while a photo model is the default).
+    page.locator("tbody tr:visible").filter(has_text="digits-siamese").first.click()
     examples = {side: _new_map(page, f"pair-map-{side}", before[side], f"03c-similarity-map-example-{side}") for side in "ab"}
     assert all(uploads[side].read_bytes() != examples[side].read_bytes() for side in "ab")
     page.get_by_text(re.compile(r"^3 \(d 0")).first.wait_for(timeout=30_000)  # and the pair's own neighbours
@@ -213,18 +217,25 @@ def test_similarity_example_pair(page) -> None:
     _shot(page, "03-similarity")
 
 
-def test_cifar10_map_shows_its_images_and_a_click_shows_one(page) -> None:
+def test_the_default_map_shows_its_images_a_click_shows_one_and_a_photo_is_placed(page) -> None:
     page.get_by_role("tab", name="Embeddings").click()  # opening the tab draws the default encoder's maps
     page.get_by_text("5-NN accuracy of the trained embedding").wait_for(timeout=180_000)
     page.locator(".js-plotly-plot").nth(1).wait_for(timeout=30_000)
     page.wait_for_timeout(1000)  # let plotly finish laying out before the picture
-    assert "cifar10-siamese" in page.locator("body").inner_text()
-    _shot(page, "05-embeddings-cifar10")
+    assert shipped_default("siamese") in page.locator("body").inner_text()
+    _shot(page, "05-embeddings-default")
     mosaic = page.locator("#mosaic img").first
     box = mosaic.bounding_box()
     page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
     page.get_by_text("nearest neighbours share its class").wait_for(timeout=30_000)
     _shot(page, "06-embeddings-clicked")
+    # A photo of our own making (a rendered seaside) placed among the held-out photos.
+    before = _src(page, "mosaic")
+    page.locator("#place-image input[type=file]").set_input_files(str(ROOT / "assets/examples/rendered-seaside-a.png"))
+    page.get_by_text("Your image is the star on each t-SNE map").wait_for(timeout=60_000)
+    page.wait_for_function(f"() => {{ const i = document.querySelector('#mosaic img'); return i && i.src !== {before!r}; }}",
+                           timeout=30_000)
+    _shot(page, "06b-embeddings-photo-placed")
 
 
 # The learning frames' map on show (the Embeddings tab's replay has another, hidden on other

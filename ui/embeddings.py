@@ -84,7 +84,7 @@ with gr.Blocks() as tab:
         with gr.Column(scale=2):
             point_text = gr.Markdown("Click the picture map to see an image and its nearest neighbours.")
             point_gallery = thumbs("Clicked image and its nearest neighbours")
-            place_image = gr.Image(type="filepath", label="Place your own image on the maps", height=200)
+            place_image = gr.Image(type="filepath", label="Place your own image on the maps", height=200, elem_id="place-image")
             place_text = gr.Markdown()
             place_near = thumbs("Nearest held-out images to yours")
     tsne_plot = gr.Plot(label="t-SNE")
