@@ -77,6 +77,7 @@ def train_command(args: argparse.Namespace) -> int:
         cfg = TrainConfig(task=args.task, dataset=args.dataset, data_dir=args.data_dir, arch=args.arch, width=args.width,
                           image_size=args.image_size, stem_stride=args.stem_stride, per_class=args.per_class,
                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, seed=args.seed,
+                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                           device=args.device, precision=args.precision, minutes=args.minutes,
                           max_folder_images=None)  # a user's own set: as big as their memory allows
     except ValueError as exc:
@@ -152,6 +153,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--optimizer", choices=("adam", "sgd"))
+    t.add_argument("--weight-decay", type=float, help="default: the recipe's (decoupled for adam, L2 for sgd)")
+    t.add_argument("--label-smoothing", type=float, help="rotation: cross-entropy targets smoothed by this much "
+                   "(default: the recipe's, 0.1 for photos)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     t.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",

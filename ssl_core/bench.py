@@ -315,7 +315,8 @@ def bench_command(args: argparse.Namespace) -> int:
         results = tta.run(args.tasks, args.recipes, args.data_dir, args.minutes, args.precision,
                           log=lambda s: print(s, flush=True), dataset=args.dataset, image_size=args.image_size,
                           width=args.width, stem_stride=args.stem_stride, per_class=args.per_class,
-                          batch_size=args.batch_size, lr=args.lr)
+                          batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                          label_smoothing=args.label_smoothing)
         print("\n".join(r.line() for r in results))
         return 0
     if args.epoch:
@@ -362,6 +363,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--stem-stride", type=int, choices=(1, 2), help="--to-accuracy: convnet's first-conv stride")
     b.add_argument("--per-class", type=int, help="--to-accuracy: siamese batches in runs of this many images of a class")
     b.add_argument("--lr", type=float, help="--to-accuracy: peak learning rate (default: the recipe's)")
+    b.add_argument("--weight-decay", type=float, help="--to-accuracy: weight decay (default: the recipe's)")
+    b.add_argument("--label-smoothing", type=float, help="--to-accuracy: rotation's label smoothing (default: the recipe's)")
     b.add_argument("--tasks", type=comma_list(("rotation", "simclr", "siamese")), default="rotation,simclr,siamese",
                    help="--to-accuracy: comma-separated tasks")
     b.add_argument("--recipes", type=comma_list(("project", "seed"), both=True), default="both",

@@ -74,7 +74,8 @@ class TrainConfig:
 
 
 # A minutes budget below 0.1 leaves no time to measure the pace; above 720 (12 h) it is surely a typo.
-LIMITS = {"image_size": (8, 256), "width": (4, 256), "epochs": (1, 500), "batch_size": (2, 4096), "lr": (1e-6, 1.0), "minutes": (0.1, 720.0)}
+LIMITS = {"image_size": (8, 256), "width": (4, 256), "epochs": (1, 500), "batch_size": (2, 4096), "lr": (1e-6, 1.0), "minutes": (0.1, 720.0),
+          "weight_decay": (0.0, 0.1), "label_smoothing": (0.0, 0.5)}
 
 
 def validate(cfg: TrainConfig) -> None:

@@ -224,6 +224,8 @@ def test_half_extracted_cifar_folder_is_refused_by_checksum(tmp_path: Path) -> N
         (dict(lr=5.0), "lr must be between 1e-06 and 1"),
         (dict(lr=math.nan), "lr must be between 1e-06 and 1; got nan"),
         (dict(lr=math.inf), "lr must be between 1e-06 and 1; got inf"),
+        (dict(weight_decay=-0.1), "weight_decay must be between 0 and 0.1; got -0.1"),
+        (dict(label_smoothing=0.9), "label_smoothing must be between 0 and 0.5; got 0.9"),
         (dict(task="jigsaw"), "task must be one of rotation, siamese, simclr; got 'jigsaw'"),
         (dict(device="tpu"), "device must be auto, cpu or cuda"),
     ],

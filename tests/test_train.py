@@ -56,6 +56,18 @@ def test_cli_defaults_meet_quality_floors(task, tmp_path, capsys):
     assert ckpt.model.args.task == task
 
 
+def test_cli_settings_beyond_the_recipe_reach_the_run_and_its_card(tmp_path: Path) -> None:
+    """--weight-decay and --label-smoothing (used to tune the photo rotation recipe) override the
+    recipe's, are recorded on the card, and out-of-range values are refused before any training."""
+    out = tmp_path / "run"
+    assert cli(["train", "--task", "rotation", "--dataset", "digits", "--epochs", "1", "--weight-decay", "0.001",
+                "--label-smoothing", "0.05", "--out", str(out)]) == 0
+    config = json.loads((out / "card.json").read_text())["config"]
+    assert (config["weight_decay"], config["label_smoothing"]) == (0.001, 0.05)
+    assert cli(["train", "--task", "rotation", "--dataset", "digits", "--label-smoothing", "0.9", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+
+
 def test_events_progress_and_history():
     events = []
     result = train(TrainConfig(task="siamese", epochs=2, max_train_images=400), events.append)
