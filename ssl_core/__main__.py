@@ -76,6 +76,7 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         cfg = TrainConfig(task=args.task, dataset=args.dataset, data_dir=args.data_dir, arch=args.arch, width=args.width,
                           image_size=args.image_size, stem_stride=args.stem_stride, per_class=args.per_class,
+                          depth=args.depth,
                           epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, seed=args.seed,
                           weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                           device=args.device, precision=args.precision, minutes=args.minutes,
@@ -148,6 +149,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                    "(default 32, CIFAR-10's; the shipped photo models: 64)")
     t.add_argument("--stem-stride", type=int, choices=(1, 2), help="convnet: 2 = a strided first conv, so a 64-px "
                    "image costs about what a 32-px one does (default 1)")
+    t.add_argument("--depth", type=int, choices=(1, 2), help="convnet: 3x3 convs in each of its last two stages "
+                   "(default 1; 2 deepens it where its maps are smallest)")
     t.add_argument("--per-class", type=int, metavar="M", help="siamese: batches in runs of M images of one class, so "
                    "every batch holds positives on data of many classes (default 0: drawn at random)")
     t.add_argument("--batch-size", type=int)

@@ -314,7 +314,7 @@ def bench_command(args: argparse.Namespace) -> int:
         print(f"CPU: {cpu_model()}", flush=True)
         results = tta.run(args.tasks, args.recipes, args.data_dir, args.minutes, args.precision,
                           log=lambda s: print(s, flush=True), dataset=args.dataset, image_size=args.image_size,
-                          width=args.width, stem_stride=args.stem_stride, per_class=args.per_class,
+                          width=args.width, stem_stride=args.stem_stride, per_class=args.per_class, depth=args.depth,
                           batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                           label_smoothing=args.label_smoothing)
         print("\n".join(r.line() for r in results))
@@ -361,6 +361,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--image-size", type=int, help="--to-accuracy: pixels a side (default 32)")
     b.add_argument("--width", type=int, help="--to-accuracy: encoder width (default: the recipe's)")
     b.add_argument("--stem-stride", type=int, choices=(1, 2), help="--to-accuracy: convnet's first-conv stride")
+    b.add_argument("--depth", type=int, choices=(1, 2), help="--to-accuracy: convnet's convs in each of its last two stages")
     b.add_argument("--per-class", type=int, help="--to-accuracy: siamese batches in runs of this many images of a class")
     b.add_argument("--lr", type=float, help="--to-accuracy: peak learning rate (default: the recipe's)")
     b.add_argument("--weight-decay", type=float, help="--to-accuracy: weight decay (default: the recipe's)")

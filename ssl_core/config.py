@@ -31,6 +31,7 @@ class TrainConfig:
     crop_min_scale: Optional[float] = None  # smallest area share of a SimCLR random resized crop
     width: Optional[int] = None  # encoder channels in its first stage; None = the arch's (models.DEFAULT_WIDTH)
     stem_stride: Optional[int] = None  # convnet: 2 = a strided first conv (large images at a small image's cost)
+    depth: Optional[int] = None  # convnet: convs in each of the last two stages (2: deeper where it costs least)
     pooled: Optional[bool] = None  # convnet: the pooled channels are the features, no Linear+ReLU on top
     head: Optional[str] = None  # on the features: linear | mlp (projector Linear-BN-ReLU-Linear)
     label_smoothing: Optional[float] = None  # rotation: cross-entropy targets smoothed by this much
@@ -114,9 +115,11 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError("per_class groups a batch by class: only the siamese task learns from classes")
     if cfg.stem_stride != 1 and cfg.arch != "convnet":
         raise ValueError(f"stem_stride 2 is a convnet option; the {cfg.arch} encoder has its own stem")
+    if cfg.depth != 1 and cfg.arch != "convnet":
+        raise ValueError(f"depth 2 is a convnet option; the {cfg.arch} encoder has its own layers")
 
 
-CHOICES = {"stem_stride": (1, 2), "head": ("linear", "mlp"), "turns": (1, 4), "pair_loss": ("supcon", "hadsell"), "schedule": ("cosine", "constant")}
+CHOICES = {"stem_stride": (1, 2), "depth": (1, 2), "head": ("linear", "mlp"), "turns": (1, 4), "pair_loss": ("supcon", "hadsell"), "schedule": ("cosine", "constant")}
 
 
 def model_for(cfg: TrainConfig) -> SSLModel:
@@ -124,7 +127,7 @@ def model_for(cfg: TrainConfig) -> SSLModel:
     width = cfg.width or DEFAULT_WIDTH[cfg.arch]
     extra = {"feature_dim": 8 * width} if cfg.pooled and cfg.arch == "convnet" else {}
     return build_model(cfg.task, arch=cfg.arch, width=width, head=cfg.head, image_size=cfg.image_size,
-                       stem_stride=cfg.stem_stride, unit_embedding=cfg.task == "siamese" and cfg.pair_loss == "supcon", **extra)
+                       stem_stride=cfg.stem_stride, depth=cfg.depth, unit_embedding=cfg.task == "siamese" and cfg.pair_loss == "supcon", **extra)
 
 
 # The Train form's image sizes. 64 px takes a strided first convolution, so a photo costs what a

@@ -135,7 +135,7 @@ def _pace_key(cfg: TrainConfig) -> tuple:
     from .train import resolve_device
 
     return (cfg.task, cfg.arch, cfg.width, cfg.head, cfg.turns, cfg.precision, cfg.batch_size, cfg.image_size, cfg.stem_stride,
-            resolve_device(cfg.device).type)
+            cfg.depth, resolve_device(cfg.device).type)
 
 
 def record_pace(cfg: TrainConfig, steps: int, seconds: float) -> None:

@@ -37,6 +37,9 @@ class ModelArgs:
     # convnet: stride of the first conv. 2 halves a large input before the first stage, so a 64-px
     # photo costs about what a 32-px one does at 1 (docs/benchmarks.md, "Image size").
     stem_stride: int = 1
+    # convnet: 3x3 convs in each of the last two stages (8 and 4 px at 32-px input). 2 deepens the
+    # network where its maps are smallest, so a layer costs least there (cards before it: 1).
+    depth: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +67,10 @@ def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
+def _more_convs(channels: int, depth: int) -> list[nn.Module]:
+    return [layer for _ in range(depth - 1) for layer in _conv_bn(channels, channels)]
+
+
 class ConvNetEncoder(nn.Module):
     """Four conv-BN-ReLU stages (width, 2w, 4w, 8w channels at 32, 16, 8, 4 pixels), global average
     pool, then Linear(8w, feature_dim) + ReLU, or nothing when `feature_dim` is 8w: the pooled
@@ -72,15 +79,15 @@ class ConvNetEncoder(nn.Module):
     the picture's size. `stem_stride` 2 makes the first conv strided: a 64-px input then reaches the
     second stage at 16 px, as a 32-px one does, for a little more than a 32-px input's cost."""
 
-    def __init__(self, width: int = 24, feature_dim: int = 128, stem_stride: int = 1) -> None:
+    def __init__(self, width: int = 24, feature_dim: int = 128, stem_stride: int = 1, depth: int = 1) -> None:
         super().__init__()
         w = width
         stem = nn.Conv2d(3, w, 3, stride=stem_stride, padding=1, bias=False)
         self.conv = nn.Sequential(
             stem, nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             *_conv_bn(w, 2 * w), nn.MaxPool2d(2),
-            *_conv_bn(2 * w, 4 * w), nn.MaxPool2d(2),
-            *_conv_bn(4 * w, 8 * w), nn.AdaptiveAvgPool2d(1),
+            *_conv_bn(2 * w, 4 * w), *_more_convs(4 * w, depth), nn.MaxPool2d(2),
+            *_conv_bn(4 * w, 8 * w), *_more_convs(8 * w, depth), nn.AdaptiveAvgPool2d(1),
         )
         pooled = feature_dim == 8 * w
         self.fc = nn.Flatten() if pooled else nn.Sequential(nn.Flatten(), nn.Linear(8 * w, feature_dim), nn.ReLU(inplace=True))
@@ -130,12 +137,12 @@ ARCHS = {"simple": Encoder, "convnet": ConvNetEncoder, "resnet18": ResNet18Encod
 
 def make_encoder(args: ModelArgs) -> nn.Module:
     """The encoder `args` names, with the arguments only its kind takes."""
-    if args.stem_stride != 1 and args.arch != "convnet":
-        raise ValueError(f"a strided stem is a convnet option; {args.arch} has its own stem")
+    if (args.stem_stride != 1 or args.depth != 1) and args.arch != "convnet":
+        raise ValueError(f"a strided stem and depth are convnet options; {args.arch} has its own layers")
     if args.arch == "simple":
         return Encoder(args.width, args.feature_dim, args.image_size)
     if args.arch == "convnet":
-        return ConvNetEncoder(args.width, args.feature_dim, args.stem_stride)
+        return ConvNetEncoder(args.width, args.feature_dim, args.stem_stride, args.depth)
     return ARCHS[args.arch](args.width, args.feature_dim)
 ARCH_TITLES = {"simple": "SimpleCNN", "convnet": "4-stage ConvNet", "resnet18": "ResNet-18"}  # for people
 

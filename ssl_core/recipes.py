@@ -14,10 +14,10 @@ from __future__ import annotations
 # the batch-wide SupCon loss through an MLP projector (2 epochs: 5-NN 0.42 -> 0.55, probe 0.47 ->
 # 0.65); SimCLR at temperature 0.1 through an MLP projector (3 epochs: 5-NN 0.42 -> 0.54).
 _DIGITS = dict(arch="simple", optimizer="adam", weight_decay=0.0, warmup=0.0, flip=False, crop_min_scale=0.35,
-               width=None, stem_stride=1, pooled=False, head="linear", label_smoothing=0.0, turns=4, pair_loss="hadsell",
+               width=None, stem_stride=1, depth=1, pooled=False, head="linear", label_smoothing=0.0, turns=4, pair_loss="hadsell",
                schedule="cosine", temperature=0.5, per_class=0)
 _PHOTOS = dict(arch="convnet", optimizer="adam", lr=4e-3, weight_decay=5e-5, warmup=0.05, flip=True, crop_min_scale=0.2,
-               width=None, stem_stride=1, pooled=True, head="mlp", label_smoothing=0.0, turns=4, pair_loss="supcon",
+               width=None, stem_stride=1, depth=1, pooled=True, head="mlp", label_smoothing=0.0, turns=4, pair_loss="supcon",
                schedule="cosine", temperature=0.1, max_shift=0.0, per_class=0)
 RECIPES: dict[str, dict[str, dict]] = {
     "digits": {

@@ -40,9 +40,9 @@ FORMAT = 1
 COMPARED = ("task", "dataset", "arch", "epochs", "minutes", "batch_size", "lr", "optimizer", "weight_decay", "warmup",
             "max_shift", "flip", "crop_min_scale", "seed", "test_fraction", "margin", "temperature",
             "positive_fraction", "max_train_images", "world_size", "width", "pooled", "head", "label_smoothing", "turns",
-            "pair_loss", "schedule", "image_size", "stem_stride", "per_class")
+            "pair_loss", "schedule", "image_size", "stem_stride", "per_class", "depth")
 # Settings added after states were first saved: a state without one was saved with this value.
-BEFORE = {"image_size": 32, "stem_stride": 1, "per_class": 0}
+BEFORE = {"image_size": 32, "stem_stride": 1, "per_class": 0, "depth": 1}
 
 
 class ResumeError(UserError, ValueError):

@@ -2,7 +2,7 @@
 
 import torch
 
-from ssl_core.models import build_model
+from ssl_core.models import ModelArgs, build_model
 
 
 def test_seed_architecture_and_heads():
@@ -76,6 +76,27 @@ def test_image_size_is_a_model_argument():
     assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in strided.state_dict().items()}
 
 
+def test_depth_deepens_the_convnets_last_two_stages_only() -> None:
+    """depth 2: a second conv-BN-ReLU at the two smallest map sizes; the features, the head and
+    every earlier layer keep their shapes, and it is refused for encoders without stages."""
+    import pytest
+
+    from ssl_core.config import TrainConfig
+
+    x = torch.randn(2, 3, 64, 64)
+    one = build_model("rotation", arch="convnet", width=8, image_size=64, stem_stride=2)
+    two = build_model("rotation", arch="convnet", width=8, image_size=64, stem_stride=2, depth=2)
+    convs = [[m for m in net.encoder.conv if isinstance(m, torch.nn.Conv2d)] for net in (one, two)]
+    assert [c.out_channels for c in convs[0]] == [8, 16, 32, 64]
+    assert [c.out_channels for c in convs[1]] == [8, 16, 32, 32, 64, 64]
+    assert one(x).shape == two(x).shape == (2, 4) and one.encoder(x).shape == two.encoder(x).shape
+    assert ModelArgs(task="rotation").depth == 1  # cards written before it: one conv a stage
+    with pytest.raises(ValueError, match="depth 2 is a convnet option"):
+        TrainConfig(task="rotation", dataset="digits", depth=2)
+    with pytest.raises(ValueError, match="depth must be one of 1, 2"):
+        TrainConfig(task="rotation", dataset="cifar10", depth=3)
+
+
 def test_cards_without_image_size_rebuild_as_32_px(shipped_checkpoints):
     import json
 
@@ -83,8 +104,8 @@ def test_cards_without_image_size_rebuild_as_32_px(shipped_checkpoints):
     from ssl_core.models import ModelArgs
 
     card = json.loads((shipped_checkpoints / "cifar10-rotation" / "card.json").read_text())
-    old_args = {k: v for k, v in card["model_args"].items() if k not in ("image_size", "stem_stride")}
-    assert ModelArgs(**old_args).image_size == 32 and ModelArgs(**old_args).stem_stride == 1
+    old_args = {k: v for k, v in card["model_args"].items() if k not in ("image_size", "stem_stride", "depth")}
+    assert ModelArgs(**old_args).image_size == 32 and ModelArgs(**old_args).stem_stride == 1 and ModelArgs(**old_args).depth == 1
     ckpt = load_checkpoint(shipped_checkpoints / "cifar10-rotation")
     assert ckpt.model.args.image_size == 32 and ckpt.model(torch.randn(1, 3, 32, 32)).shape == (1, 4)
 

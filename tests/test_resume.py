@@ -167,7 +167,7 @@ def test_minutes_are_validated() -> None:
 
 
 def test_a_state_saved_before_later_settings_existed_still_resumes(stopped: Path, tmp_path: Path) -> None:
-    # States written before image_size, stem_stride and per_class were settings (the photo rotation
+    # States written before image_size, stem_stride, per_class and depth were settings (the photo rotation
     # run's first sessions) hold none of them: they were saved with resume.BEFORE's values.
     from ssl_core.resume import BEFORE
 
