@@ -4,7 +4,9 @@
 # Each is `python -m ssl_core bench --to-accuracy` (the engine with a --minutes budget): the quick
 # probe per epoch and, at the end, rotation accuracy on all 10,026 test photos x 4 turns.
 #
-#   bash bench/photo_rotation_probes.sh DATA_DIR [MINUTES]      # default 15 minutes each
+#   bash bench/photo_rotation_probes.sh DATA_DIR [MINUTES] [CANDIDATES]   # default 15 minutes, all
+#
+# CANDIDATES: a comma-separated subset of the names below (a-width48,c-width48-depth2, ...).
 #
 # The candidates: the recipe of run 1 (width 48, 0.749 after 360 min), a wider network, a deeper
 # one (--depth 2, its extra convs at the smallest maps), and run 1's network with less
@@ -14,6 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:?usage: bash bench/photo_rotation_probes.sh DATA_DIR [MINUTES]}
 MINUTES=${2:-15}
+ONLY=${3:-}
 OUT=bench/out
 mkdir -p "$OUT"
 LOG="$OUT/photo-rotation-probes.txt"
@@ -27,6 +30,7 @@ declare -A CANDIDATES=(
 )
 { date -u +%FT%TZ; lscpu | grep -E "Model name|^CPU\(s\)"; } | tee "$LOG"
 for name in $(printf '%s\n' "${!CANDIDATES[@]}" | sort); do
+  if [[ -n "$ONLY" && ",$ONLY," != *",$name,"* ]]; then continue; fi
   echo "== $name: ${CANDIDATES[$name]}" | tee -a "$LOG"
   # shellcheck disable=SC2086  # the candidate's settings are words
   python -m ssl_core bench "${common[@]}" ${CANDIDATES[$name]} 2>&1 | tr '\r' '\n' | grep -av "step/s" | tee -a "$LOG"
