@@ -31,7 +31,7 @@ MAX_MINUTES = {"rotation": 360, "siamese": 180, "simclr": 180}  # the issue's CP
 def _card(task: str) -> tuple[Path, dict]:
     folder = SHIPPED / f"photos-{task}"
     if not (folder / "card.json").is_file():
-        state = " (its resumable state is committed: training goes on)" if (folder / "resume").is_dir() else ""
+        state = " (a resumable state of its run is here: training goes on)" if (folder / "resume").is_dir() else ""
         pytest.skip(f"photos-{task} is not shipped yet{state}")
     return folder, json.loads((folder / "card.json").read_text())
 
