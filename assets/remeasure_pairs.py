@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -26,7 +25,8 @@ import torch
 from ssl_core.checkpoints import CARD, load_checkpoint
 from ssl_core.config import TrainConfig
 from ssl_core.evaluate import PROTOCOL, embed, pair_metrics
-from ssl_core.models import ModelArgs, SSLModel
+from ssl_core.inference import random_init_model
+from ssl_core.models import SSLModel
 from ssl_core.train import prepare_data
 
 PAIR_KEYS = ("pair_auc", "pair_accuracy", "threshold")
@@ -40,8 +40,7 @@ def _pairs(model: SSLModel, train: torch.Tensor, train_labels: torch.Tensor, tes
 def remeasure(folder: Path, data_dir: str | None) -> dict:
     ckpt = load_checkpoint(folder)
     card = ckpt.card
-    known = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in card["config"].items() if k in known})
+    cfg = TrainConfig.from_dict(card["config"])
     cfg.data_dir = data_dir
     cfg.image_size = int(card.get("image_size", 32))
     _, parts = prepare_data(cfg)
@@ -50,9 +49,7 @@ def remeasure(folder: Path, data_dir: str | None) -> dict:
         raise SystemExit(f"{folder.name}: this data gives {len(parts.test)} test / {len(parts.train)} training "
                          f"images, its card {m['test_images']} / {m['train_images']}: not the card's data")
     trained = _pairs(ckpt.model, parts.train.images, parts.train.labels, parts.test.images, parts.test.labels)
-    torch.manual_seed(cfg.seed)  # the untrained encoder of the run: same architecture, same seed
-    untrained = SSLModel(ModelArgs(**card["model_args"])).eval()
-    baseline = _pairs(untrained, parts.train.images, parts.train.labels, parts.test.images, parts.test.labels)
+    baseline = _pairs(random_init_model(ckpt), parts.train.images, parts.train.labels, parts.test.images, parts.test.labels)
     before = {k: m[k] for k in (*PAIR_KEYS, "pair_auc_random_init")}
     m.update({k: trained[k] for k in PAIR_KEYS}, pair_auc_random_init=baseline["pair_auc"])
     card["evaluation"]["pair_auc"] = PROTOCOL["pair_auc"]

@@ -43,7 +43,7 @@ from ssl_core.checkpoints import load_checkpoint
 from ssl_core.data import ImageSet, load_dataset, split
 from ssl_core.evaluate import evaluate
 from ssl_core.images import to_model_image
-from ssl_core.models import ModelArgs, SSLModel
+from ssl_core.inference import random_init_model
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "checkpoints"
@@ -139,12 +139,6 @@ def held_out_for(card: dict, name: str, request: pytest.FixtureRequest) -> HeldO
     pytest.fail(f"{name}: no held-out data is known for its dataset {card['dataset']!r}; add it to held_out_for()")
 
 
-def untrained(card: dict) -> SSLModel:
-    """The card's architecture before training, seeded as its run was: the slice's own baseline."""
-    torch.manual_seed(int(card["config"]["seed"]))
-    return SSLModel(ModelArgs(**card["model_args"])).eval()
-
-
 def bounds(key: str, metrics: dict, measured: dict, whole: bool) -> tuple[float, float]:
     """The range a re-measured figure must fall in (module docstring)."""
     claimed = metrics[key]
@@ -169,7 +163,7 @@ def test_shipped_model_measures_what_its_card_claims(name: str, request: pytest.
     held = held_out_for(card, name, request)
     assert held.test.class_names == card["class_names"], "the held-out labels mean other classes than the card's"
     t = time.perf_counter()
-    measured = evaluate(ckpt.model, held.train, held.test, baseline=None if held.whole else untrained(card))
+    measured = evaluate(ckpt.model, held.train, held.test, baseline=None if held.whole else random_init_model(ckpt))
     seconds = time.perf_counter() - t
     figures = claimed_figures(metrics)
     assert figures, f"{name}: its card claims nothing to measure"
